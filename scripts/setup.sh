@@ -1,0 +1,32 @@
+#!/bin/bash
+# Everything a fresh Debian machine (as root) needs before khofs runs: system
+# packages, then a virtualenv in .venv with khofs and its test tools.
+# Idempotent and quiet when there is nothing to do; sourced by demo.sh and test.sh.
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+need=()
+command -v dtc >/dev/null || need+=(device-tree-compiler)
+command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v unshare >/dev/null || need+=(util-linux)
+ldconfig -p | grep -q 'libfuse\.so\.2' || need+=(libfuse2)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Debian 13 renamed libfuse2 to libfuse2t64.
+    if [[ " ${need[*]} " == *" libfuse2 "* ]] && ! apt-cache show libfuse2 >/dev/null 2>&1; then
+        need=("${need[@]/libfuse2/libfuse2t64}")
+    fi
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -x "$top/.venv/bin/python" ]; then
+    python3 -m venv "$top/.venv"
+fi
+stamp="$top/.venv/.khofs-installed"
+if [ ! -f "$stamp" ] || [ "$top/pyproject.toml" -nt "$stamp" ]; then
+    "$top/.venv/bin/pip" install -q --disable-pip-version-check -e "$top[test]"
+    touch "$stamp"
+fi

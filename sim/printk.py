@@ -1,0 +1,54 @@
+"""The kernel log buffer and the simulated clock its timestamps come from."""
+
+from dataclasses import dataclass, field
+
+# Console log levels (include/linux/kern_levels.h).
+LOGLEVEL_EMERG, LOGLEVEL_ALERT, LOGLEVEL_CRIT, LOGLEVEL_ERR = 0, 1, 2, 3
+LOGLEVEL_WARNING, LOGLEVEL_NOTICE, LOGLEVEL_INFO, LOGLEVEL_DEBUG = 4, 5, 6, 7
+
+
+@dataclass
+class LogRecord:
+    ts_nsec: int
+    level: int
+    text: str
+
+
+@dataclass
+class Printk:
+    """One boot's log.  The clock starts at 0 and only moves when the kernel advances it,
+    so two runs of the same boot print the same timestamps."""
+
+    records: list[LogRecord] = field(default_factory=list)
+    clock_ns: int = 0
+    # pr_debug() is compiled out in a distribution kernel: kept, but not shown by dmesg().
+    show_debug: bool = False
+
+    def advance(self, ns: int) -> None:
+        self.clock_ns += ns
+
+    def log(self, text: str, level: int = LOGLEVEL_INFO) -> None:
+        for line in text.rstrip("\n").split("\n"):
+            self.records.append(LogRecord(self.clock_ns, level, line))
+
+    def pr_err(self, text: str) -> None:
+        self.log(text, LOGLEVEL_ERR)
+
+    def pr_warn(self, text: str) -> None:
+        self.log(text, LOGLEVEL_WARNING)
+
+    def pr_info(self, text: str) -> None:
+        self.log(text, LOGLEVEL_INFO)
+
+    def pr_debug(self, text: str) -> None:
+        self.log(text, LOGLEVEL_DEBUG)
+
+    def dmesg(self) -> str:
+        """The log as `dmesg` prints it: `[    5.123456] text` lines."""
+        out = []
+        for r in self.records:
+            if r.level == LOGLEVEL_DEBUG and not self.show_debug:
+                continue
+            sec, nsec = divmod(r.ts_nsec, 1_000_000_000)
+            out.append(f"[{sec:5d}.{nsec // 1000:06d}] {r.text}\n")
+        return "".join(out)
