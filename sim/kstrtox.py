@@ -9,6 +9,8 @@ import os
 
 U64_MAX = (1 << 64) - 1
 UINT_MAX = (1 << 32) - 1
+S64_MAX = (1 << 63) - 1
+S64_MIN = -(1 << 63)
 
 
 def _fail(code: int) -> OSError:
@@ -42,10 +44,19 @@ def _parse_integer(s: str, base: int, limit: int = U64_MAX) -> tuple[int, int, b
     return value, used, overflow
 
 
-def kstrtoull(s: str, base: int) -> int:
-    """Whole string (one trailing newline allowed) as an unsigned 64-bit number."""
-    if s[:1] == "+":
-        s = s[1:]
+def simple_strtoull(s: str, base: int) -> tuple[int, str]:
+    """Leading digits of s and the text after them (lib/vsprintf.c).
+
+    Unlike kstrtoull nothing is rejected: no digits give 0 with s unconsumed, and
+    overflow silently wraps modulo 2**64, which memparse() and its callers inherit.
+    """
+    s, base = _parse_integer_fixup_radix(s, base)
+    value, used, _ = _parse_integer(s, base)
+    return value, s[used:]
+
+
+def _kstrtoull(s: str, base: int) -> int:
+    """kstrtoull() without its leading '+', which kstrtoll() must not accept after a '-'."""
     s, base = _parse_integer_fixup_radix(s, base)
     value, used, overflow = _parse_integer(s, base)
     if used == 0:
@@ -58,11 +69,36 @@ def kstrtoull(s: str, base: int) -> int:
     return value
 
 
+def kstrtoull(s: str, base: int) -> int:
+    """Whole string (one trailing newline allowed) as an unsigned 64-bit number."""
+    if s[:1] == "+":
+        s = s[1:]
+    return _kstrtoull(s, base)
+
+
 def kstrtouint(s: str, base: int) -> int:
     value = kstrtoull(s, base)
     if value > UINT_MAX:
         raise _fail(errno.ERANGE)
     return value
+
+
+def kstrtoll(s: str, base: int) -> int:
+    """Signed 64-bit: '-' then digits, or kstrtoull's form; out of range is ERANGE."""
+    if s[:1] == "-":
+        value = _kstrtoull(s[1:], base)
+        if value > -S64_MIN:
+            raise _fail(errno.ERANGE)
+        return -value
+    value = kstrtoull(s, base)
+    if value > S64_MAX:
+        raise _fail(errno.ERANGE)
+    return value
+
+
+# unsigned long and long are 64 bits on the simulated x86_64/arm64.
+kstrtoul = kstrtoull
+kstrtol = kstrtoll
 
 
 def kstrtobool(s: str | None) -> bool:
