@@ -207,7 +207,7 @@ class Memblock:
     def _double_array(self, type: MemblockType, new_area_start: int, new_area_size: int) -> int:
         """memblock_double_array(): the new array comes from memblock itself (slab is never up)."""
         if not self.can_resize:
-            raise KernelPanic(f"memblock: cannot resize {type.name} array\n")
+            raise KernelPanic(f"memblock: cannot resize {type.name} array")
         old_size = type.max * SIZEOF_MEMBLOCK_REGION
         new_size = old_size << 1
         old_alloc_size = PAGE_ALIGN(old_size)
@@ -243,8 +243,6 @@ class Memblock:
             this, nxt = rgn[i], rgn[i + 1]
             if (this.base + this.size != nxt.base or this.nid != nxt.nid
                     or this.flags != nxt.flags):
-                if this.base + this.size > nxt.base:
-                    raise KernelPanic("kernel BUG at mm/memblock.c: memblock_merge_regions\n")
                 i += 1
                 continue
             this.size += nxt.size
@@ -721,7 +719,7 @@ class Memblock:
         """memblock_alloc_or_panic(): the panic names the calling function, as __func__ does."""
         addr = self.alloc(size, align)
         if not addr:
-            raise KernelPanic(f"{_caller_name()}: Failed to allocate {_pa(size)} bytes\n")
+            raise KernelPanic(f"{_caller_name()}: Failed to allocate {_pa(size)} bytes")
         return addr
 
     # ---- queries ---------------------------------------------------------------------------
