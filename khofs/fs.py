@@ -1,0 +1,435 @@
+"""The FUSE adapter: one simulated machine's kernel files as a real file system.
+
+The tree mirrors the paths a KHO workflow touches on a real box, so that
+`mount --bind` can put each piece where user space expects it:
+
+    sys/kernel/debug/...          the running kernel's debugfs (sim.debugfs model)
+    sys/kernel/kexec_loaded       "%d\\n" (sysfs, 0444)
+    sys/kernel/kexec_crash_loaded "%d\\n" (sysfs, 0444)
+    proc/cmdline, proc/iomem      procfs text files
+    dev/mem                       physical memory, offset = physical address
+    khofs/syscall                 the control channel the `kexec` command calls through
+    khofs/dmesg                   the kernel log as dmesg prints it (for the dmesg shim)
+
+Everything here is translation: path to node, model errno to FUSE errno.  Kernel
+behaviour (what a write to `finalize` does, which errno it returns) lives in sim/.
+"""
+
+import errno
+import functools
+import grp
+import json
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import mfusepy
+
+from sim.debugfs import Blob, Debugfs, Dentry
+from sim.physmem import PhysMem
+
+DEBUGFS_ROOT = "/sys/kernel/debug"
+SYSCALL_PATH = "/khofs/syscall"
+DMESG_PATH = "/khofs/dmesg"
+DEV_MEM = "/dev/mem"
+
+# Directories outside debugfs and what they hold, in `ls -f` order.
+_DIRS: dict[str, list[str]] = {
+    "/": ["sys", "proc", "dev", "khofs"],
+    "/sys": ["kernel"],
+    "/sys/kernel": ["debug", "kexec_loaded", "kexec_crash_loaded"],
+    "/proc": ["cmdline", "iomem"],
+    "/dev": ["mem"],
+    "/khofs": ["syscall", "dmesg"],
+}
+
+# Fixed files and their permission bits on Linux (/dev/mem is crw-r----- root:kmem there).
+_FILE_MODES: dict[str, int] = {
+    "/sys/kernel/kexec_loaded": 0o444,
+    "/sys/kernel/kexec_crash_loaded": 0o444,
+    "/proc/cmdline": 0o444,
+    "/proc/iomem": 0o444,
+    DEV_MEM: 0o640,
+    SYSCALL_PATH: 0o600,
+    DMESG_PATH: 0o444,
+}
+_SYSFS_FILES = ("/sys/kernel/kexec_loaded", "/sys/kernel/kexec_crash_loaded")
+_PROC_FILES = ("/proc/cmdline", "/proc/iomem")
+
+_ACCMODE_WRITES = (0o1, 0o2)         # O_WRONLY, O_RDWR
+
+
+class KernelLike(Protocol):
+    """What the adapter needs from sim.kernel.Kernel."""
+
+    debugfs: Debugfs
+    cmdline: str
+    kexec_loaded: bool
+    kexec_crash_loaded: bool
+
+    def iomem(self) -> str: ...
+    def dmesg(self) -> str: ...
+    def kexec_file_load(self, kernel: bytes, initrd: bytes | None, cmdline: str, flags: int = 0) -> None: ...
+
+
+class MachineLike(Protocol):
+    """What the adapter needs from sim.machine.Machine."""
+
+    physmem: PhysMem
+
+    @property
+    def kernel(self) -> Any: ...
+    def kexec(self) -> Any: ...
+
+
+@dataclass
+class _Handle:
+    """Per-open state: what a file descriptor remembers between read/write calls."""
+
+    path: str
+    dentry: Dentry | None = None       # the debugfs node this fd was opened on
+    content: bytes | None = None       # snapshot served to this reader (no torn blobs)
+    request: bytearray = field(default_factory=bytearray)   # control channel: the call
+    reply: bytes | None = None                              # control channel: its result
+
+
+def _gid(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return 0
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _syscall(func: F) -> F:
+    """Serialise on the machine lock and turn every failure into an errno.
+
+    Model errors carry the kernel's errno and pass through unchanged.  Anything
+    else is a simulator bug: the caller gets EIO, the daemon's stderr one line,
+    and the mount stays up.
+    """
+
+    @functools.wraps(func)
+    def wrapper(self: "KhoFs", *args: Any) -> Any:
+        try:
+            with self._lock:
+                return func(self, *args)
+        except OSError as e:
+            if isinstance(e.errno, int) and e.errno > 0:
+                raise mfusepy.FuseOSError(e.errno) from None
+            self._log(f"{func.__name__}({args[0]!r}): {type(e).__name__}: {e}")
+            raise mfusepy.FuseOSError(errno.EIO) from None
+        except Exception as e:          # noqa: BLE001 - the mount must survive any input
+            self._log(f"{func.__name__}({args[0]!r}): {type(e).__name__}: {e}")
+            raise mfusepy.FuseOSError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _err(code: int) -> mfusepy.FuseOSError:
+    return mfusepy.FuseOSError(code)
+
+
+class KhoFs(mfusepy.Operations):
+    """Serves one machine's kernel files; always the kernel running now, so a kexec swaps the tree."""
+
+    use_ns = True
+
+    def __init__(self, machine: MachineLike) -> None:
+        self._machine = machine
+        self._lock = threading.RLock()
+        self._handles: dict[int, _Handle] = {}
+        self._next_fh = 1
+        self._mount_time_ns = time.time_ns()
+        self._kmem_gid = _gid("kmem")
+
+    # -- helpers --
+
+    @staticmethod
+    def _log(text: str) -> None:
+        print(f"khofs: {text}", file=sys.stderr, flush=True)
+
+    @property
+    def _kernel(self) -> Any:
+        return self._machine.kernel
+
+    @staticmethod
+    def _debugfs_path(path: str) -> str | None:
+        if path == DEBUGFS_ROOT:
+            return ""
+        if path.startswith(DEBUGFS_ROOT + "/"):
+            return path[len(DEBUGFS_ROOT) + 1:]
+        return None
+
+    def _stat(self, mode: int, nlink: int = 1, gid: int = 0) -> dict[str, int]:
+        t = self._mount_time_ns
+        return {"st_mode": mode, "st_nlink": nlink, "st_uid": 0, "st_gid": gid, "st_size": 0,
+                "st_atime": t, "st_mtime": t, "st_ctime": t}
+
+    def _text(self, path: str) -> bytes:
+        """Contents of a fixed text file, produced when a reader starts at offset 0."""
+        k = self._kernel
+        if path == "/sys/kernel/kexec_loaded":
+            return b"%d\n" % int(k.kexec_loaded)
+        if path == "/sys/kernel/kexec_crash_loaded":
+            return b"%d\n" % int(k.kexec_crash_loaded)
+        if path == "/proc/cmdline":
+            return k.cmdline.encode("utf-8", "surrogateescape") + b"\n"
+        if path == "/proc/iomem":
+            return k.iomem().encode()
+        if path == DMESG_PATH:
+            return k.dmesg().encode("utf-8", "surrogateescape")
+        raise _err(errno.ENOENT)
+
+    def _live_dentry(self, handle: _Handle) -> Dentry:
+        """debugfs returns EIO on an fd whose file was removed (or whose kernel is gone)."""
+        rel = self._debugfs_path(handle.path)
+        assert rel is not None and handle.dentry is not None
+        try:
+            if self._kernel.debugfs.lookup(rel) is handle.dentry:
+                return handle.dentry
+        except OSError:
+            pass
+        raise _err(errno.EIO)
+
+    # -- namespace --
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+        rel = self._debugfs_path(path)
+        if rel is not None:
+            st = self._kernel.debugfs.stat(rel)
+            return self._stat(st.st_mode, st.st_nlink, st.st_gid)
+        if path in _DIRS:
+            children = (f"{path.rstrip('/')}/{name}" for name in _DIRS[path])
+            subdirs = sum(1 for child in children if child in _DIRS or child == DEBUGFS_ROOT)
+            return self._stat(stat.S_IFDIR | 0o755, 2 + subdirs)
+        if path in _FILE_MODES:
+            gid = self._kmem_gid if path == DEV_MEM else 0
+            return self._stat(stat.S_IFREG | _FILE_MODES[path], gid=gid)
+        raise _err(errno.ENOENT)
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def readdir(self, path: str, fh: int) -> list[str]:
+        rel = self._debugfs_path(path)
+        if rel is not None:
+            return [".", "..", *self._kernel.debugfs.listdir(rel)]
+        if path in _DIRS:
+            return [".", "..", *_DIRS[path]]
+        raise _err(errno.ENOTDIR if path in _FILE_MODES else errno.ENOENT)
+
+    # -- files --
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def open(self, path: str, flags: int) -> int:
+        handle = _Handle(path)
+        writing = (flags & 0o3) in _ACCMODE_WRITES
+        rel = self._debugfs_path(path)
+        if rel is not None:
+            handle.dentry = self._kernel.debugfs.lookup(rel)
+            if handle.dentry.is_dir:
+                raise _err(errno.EISDIR)
+            if isinstance(handle.dentry, Blob):
+                handle.content = handle.dentry.read()
+        elif path in _SYSFS_FILES:
+            if writing:                 # kernfs_fop_open: no ->write, no write access
+                raise _err(errno.EACCES)
+        elif path not in _FILE_MODES:
+            raise _err(errno.EISDIR if path in _DIRS else errno.ENOENT)
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = handle
+        return fh
+
+    def _handle(self, fh: int) -> _Handle:
+        handle = self._handles.get(fh)
+        if handle is None:
+            raise _err(errno.EBADF)
+        return handle
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        handle = self._handle(fh)
+        if handle.path == DEV_MEM:
+            return self._read_mem(size, offset)
+        if handle.path == SYSCALL_PATH:
+            if handle.reply is None:
+                handle.reply = self._call(bytes(handle.request))
+            return handle.reply[offset:offset + size]
+        if handle.dentry is not None:
+            dentry = self._live_dentry(handle)
+            if handle.content is None or (offset == 0 and not isinstance(dentry, Blob)):
+                handle.content = dentry.read()
+        elif handle.content is None or offset == 0:
+            handle.content = self._text(handle.path)
+        return handle.content[offset:offset + size]
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        handle = self._handle(fh)
+        if handle.path == DEV_MEM:
+            self._check_mem(offset, len(data))
+            self._machine.physmem.write(offset, data)
+            return len(data)
+        if handle.path == SYSCALL_PATH:
+            if handle.reply is not None:        # one call per open
+                raise _err(errno.EINVAL)
+            handle.request[offset:offset + len(data)] = data
+            return len(data)
+        if handle.dentry is not None:
+            return self._live_dentry(handle).write(data)
+        if handle.path in _PROC_FILES:
+            raise _err(errno.EIO)               # pde_write: no ->proc_write
+        raise _err(errno.EINVAL)                # khofs/dmesg: no ->write
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        """O_TRUNC arrives here on libfuse2: a no-op, as for every kernel pseudo-file."""
+        rel = self._debugfs_path(path)
+        if rel is not None:
+            if self._kernel.debugfs.stat(rel).st_mode & stat.S_IFDIR:
+                raise _err(errno.EISDIR)
+            return 0
+        if path in _SYSFS_FILES:
+            raise _err(errno.EACCES)
+        if path in _FILE_MODES:
+            return 0
+        raise _err(errno.EISDIR if path in _DIRS else errno.ENOENT)
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def flush(self, path: str, fh: int) -> int:
+        return 0
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def release(self, path: str, fh: int) -> int:
+        self._handles.pop(fh, None)
+        return 0
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        """`touch` on an existing file succeeds (simple_setattr) and changes nothing we track."""
+        self.getattr(path)                      # ENOENT for a missing path
+        return 0
+
+    # -- what kernel pseudo-file systems refuse --
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def create(self, path: str, mode: int, fi: Any = None) -> int:
+        raise _err(errno.EACCES)                # lookup_open: no ->create
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def mkdir(self, path: str, mode: int) -> int:
+        raise _err(errno.EPERM)                 # vfs_mkdir: no ->mkdir
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        raise _err(errno.EPERM)
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def unlink(self, path: str) -> int:
+        raise _err(errno.EPERM)
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def rmdir(self, path: str) -> int:
+        raise _err(errno.EPERM)
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def rename(self, old: str, new: str) -> int:
+        raise _err(errno.EPERM)
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def symlink(self, target: str, source: str) -> int:
+        raise _err(errno.EPERM)
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def link(self, target: str, source: str) -> int:
+        raise _err(errno.EPERM)
+
+    # -- /dev/mem --
+
+    def _check_mem(self, phys: int, count: int) -> None:
+        """valid_phys_addr_range(): [phys, phys+count) must end at or below high_memory."""
+        if phys + count > self._machine.physmem.size:
+            raise _err(errno.EFAULT)
+
+    def _read_mem(self, size: int, offset: int) -> bytes:
+        self._check_mem(offset, size)
+        return self._machine.physmem.read(offset, size)
+
+    # -- the control channel --
+
+    def _call(self, request: bytes) -> bytes:
+        """Run one "system call" and return its result as `0\\n` or `-errno\\n`."""
+        try:
+            self._dispatch(request)
+        except OSError as e:
+            if not (isinstance(e.errno, int) and e.errno > 0):
+                raise
+            return b"-%d\n" % e.errno
+        return b"0\n"
+
+    def _dispatch(self, request: bytes) -> None:
+        head, sep, payload = request.partition(b"\n")
+        try:
+            call = json.loads(head) if sep else None
+        except ValueError:
+            call = None
+        if not isinstance(call, dict) or not isinstance(call.get("call"), str):
+            raise OSError(errno.EINVAL, "malformed request")
+        name = call["call"]
+        if name == "kexec_file_load":
+            flags, cmdline = call.get("flags", 0), call.get("cmdline", "")
+            klen, ilen = call.get("kernel_len", 0), call.get("initrd_len")
+            if (not isinstance(flags, int) or not isinstance(cmdline, str) or not isinstance(klen, int)
+                    or not (ilen is None or isinstance(ilen, int)) or klen < 0 or (ilen or 0) < 0
+                    or len(payload) != klen + (ilen or 0)):
+                raise OSError(errno.EINVAL, "malformed kexec_file_load request")
+            initrd = None if ilen is None else payload[klen:]
+            self._kernel.kexec_file_load(payload[:klen], initrd, cmdline, flags)
+        elif name == "reboot":
+            if call.get("cmd") != "kexec":
+                raise OSError(errno.EINVAL, "only LINUX_REBOOT_CMD_KEXEC is simulated")
+            self._machine.kexec()             # OSError(EINVAL) when nothing is loaded
+        elif name == "kexec_load":
+            kexec_load = getattr(self._kernel, "kexec_load", None)
+            if kexec_load is None:      # CONFIG_KEXEC=n: sys_ni_syscall
+                raise OSError(errno.ENOSYS, "kexec_load")
+            kexec_load(call, payload)
+        else:
+            raise OSError(errno.ENOSYS, name)
+
+
+def serve(machine: MachineLike, mountpoint: str, **fuse_options: Any) -> None:
+    """Mount and serve until unmounted (blocks); the options every debugfs-like file needs.
+
+    direct_io: files report st_size 0, as on debugfs, yet `cat` must see their bytes;
+    zero timeouts: `out/fdt` appears and disappears with finalize/abort, and the next
+    `[ -e ]` must see it at once.
+    """
+    options: dict[str, Any] = {"foreground": True, "direct_io": True, "entry_timeout": 0,
+                               "attr_timeout": 0, "negative_timeout": 0, "fsname": "khofs"}
+    options.update(fuse_options)
+    mfusepy.FUSE(KhoFs(machine), mountpoint, **options)
