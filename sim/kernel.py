@@ -1,0 +1,370 @@
+"""The simulated kernel: x86_64 boot (setup_arch, mm_core_init, initcalls) and its user-visible state.
+
+A Kernel object knows the machine's hardware (RAM, the SRAT, the RNG) and the
+two registers it was started with; everything else — its command line, the
+firmware map, the KHO hand-over — it reads from boot_params in RAM, exactly as
+Linux does.  The boot order and every reservation are documented in the README
+("The machine model") so that each derived number can be checked by hand.
+"""
+
+import errno
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sim import cmdline as kcmdline
+from sim.bootparam import (
+    E820_TYPE_RAM,
+    E820_TYPE_RESERVED,
+    SETUP_KEXEC_KHO,
+    BootParams,
+    E820Entry,
+    read_boot_command_line,
+    walk_setup_data,
+)
+from sim.bzimage import KernelInfo, apply_builtin_cmdline
+from sim.debugfs import Debugfs
+from sim.kexec import Kexec
+from sim.kho import KexecHandover
+from sim.memblock import (
+    MEMBLOCK_ALLOC_ACCESSIBLE,
+    MEMBLOCK_KHO_SCRATCH,
+    MEMBLOCK_NONE,
+    NUMA_NO_NODE,
+    Memblock,
+)
+from sim.page_alloc import PAGE_POISON, PageAllocator
+from sim.printk import LOGLEVEL_NOTICE, Printk
+from sim.reserve_mem import ReserveMem
+from sim.sizes import (
+    PAGE_ALIGN,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PFN_DOWN,
+    PFN_UP,
+    SZ_1M,
+    SZ_2M,
+    SZ_16M,
+    SZ_128M,
+)
+from sim.slab import Slab
+from sim.test_kho import TestKho
+
+if TYPE_CHECKING:
+    from sim.machine import Machine
+
+# x86_64 SPARSEMEM_VMEMMAP: one struct page (64 bytes) per page, sections of 128 MiB,
+# each section's memmap (2 MiB) placed above MAX_DMA_ADDRESS on the section's node.
+SECTION_SIZE = SZ_128M
+STRUCT_PAGE_SIZE = 64
+MAX_DMA_ADDRESS = SZ_16M
+PMD_SIZE = SZ_2M
+
+_E820_NAMES = {1: "usable", 2: "reserved", 3: "ACPI data", 4: "ACPI NVS", 5: "unusable",
+               7: "persistent (type 7)", 12: "persistent (type 12)", 128: "reserved"}
+
+
+def e820_type_name(type_: int) -> str:
+    return _E820_NAMES.get(type_, f"type {type_}")
+
+
+class Kernel:
+    """One boot of the simulated kernel; a kexec constructs a new one."""
+
+    def __init__(self, machine: "Machine", info: KernelInfo, load_addr: int, boot_params: int) -> None:
+        self.machine = machine
+        self.physmem = machine.physmem
+        self.info = info
+        self.kver = tuple(int(x) for x in info.version.split("."))
+        self.load_addr = load_addr
+        self.boot_params_phys = boot_params
+        self.printk = Printk()
+        self.memblock = Memblock(self.physmem, numa=True, smp_cache_bytes=64)
+        self.memblock.printk = self.printk.pr_info
+        self.debugfs = Debugfs()
+        self.page_alloc = PageAllocator(self.physmem, scrub=machine.scrub)
+        self.slab = Slab(self.page_alloc, self.physmem)
+        self.kho = KexecHandover(self)
+        self.reserve_mem = ReserveMem(self)
+        self.test_kho = TestKho(self) if machine.test_kho else None
+        self.kexec = Kexec(self, get_random_bytes=machine.rng.randbytes)
+        self.boot_command_line = ""
+        self.saved_command_line = ""
+        self.e820_table: list[E820Entry] = []
+        self.e820_table_firmware: list[E820Entry] = []
+        self.online_nodes: list[int] = []
+        self.booted = False
+
+    # ------------------------------------------------------------------ boot
+
+    def start_kernel(self) -> None:
+        self.setup_arch()
+        self.printk.pr_info(f"Kernel command line: {self.boot_command_line}")
+        params = [self.test_kho.max_mem] if self.test_kho else []
+        kcmdline.parse_setup_params(self.boot_command_line, self._setup_table(), params, self.printk.log)
+        self.printk.advance(20_000_000)
+        self.mm_core_init()
+        self.printk.advance(100_000_000)
+        self.do_initcalls()
+        self.printk.advance(880_000_000)
+        self.booted = True
+
+    def setup_arch(self) -> None:
+        """x86 setup_arch(), reduced to what memblock and KHO observe, in the kernel's order."""
+        bp = BootParams.read(self.physmem, self.boot_params_phys)   # copy_bootdata()
+        self.boot_command_line = apply_builtin_cmdline(self.info.builtin_cmdline,
+                                                       read_boot_command_line(self.physmem, bp))
+        self.saved_command_line = self.boot_command_line
+        self.printk.log(f"Linux version {self.info.release} (khofs@khofs) #1 SMP PREEMPT_DYNAMIC",
+                        LOGLEVEL_NOTICE)
+        self.printk.pr_info(f"Command line: {self.boot_command_line}")
+        self.early_reserve_memory(bp)
+        self.e820__memory_setup(bp)
+        self.parse_setup_data(bp)
+        self._e820_userdef = False
+        kcmdline.parse_early_param(self.boot_command_line, self._setup_table(), self.printk.log)
+        self.e820__finish_early_params()
+        self.e820__memblock_setup()
+        self.reserve_real_mode()
+        self.initmem_init()
+        self.sparse_init()
+
+    def early_reserve_memory(self, bp: BootParams) -> None:
+        mb = self.memblock
+        mb.reserve_kern(self.load_addr, self.info.init_size)
+        mb.reserve(0, PAGE_SIZE)                 # page 0 is always reserved
+        self.early_reserve_initrd(bp)
+        self.memblock_x86_reserve_range_setup_data(bp)
+
+    def early_reserve_initrd(self, bp: BootParams) -> None:
+        image, size = bp.ramdisk_phys, bp.ramdisk_len
+        if not bp.type_of_loader or not image or not size:
+            return                      # no initrd provided by the boot loader
+        self.memblock.reserve_kern(image, PAGE_ALIGN(image + size) - image)
+
+    def memblock_x86_reserve_range_setup_data(self, bp: BootParams) -> None:
+        for sd in walk_setup_data(self.physmem, bp.setup_data):
+            self.memblock.reserve(sd.phys, 16 + sd.len)
+
+    def e820__memory_setup(self, bp: BootParams) -> None:
+        self.e820_table_firmware = list(bp.e820_table)
+        self.e820_table = list(bp.e820_table)
+        self.printk.pr_info("BIOS-provided physical RAM map:")
+        self.e820__print_table("BIOS-e820")
+
+    def e820__print_table(self, who: str) -> None:
+        for e in self.e820_table:
+            self.printk.pr_info(f"{who}: [mem {e.addr:#018x}-{e.addr + e.size - 1:#018x}] "
+                                f"{e820_type_name(e.type)}")
+
+    def parse_setup_data(self, bp: BootParams) -> None:
+        for sd in walk_setup_data(self.physmem, bp.setup_data):
+            if sd.type == SETUP_KEXEC_KHO:
+                self.add_kho(sd.phys, sd.len + 16)
+
+    def add_kho(self, phys: int, data_len: int) -> None:
+        addr, size = phys + 16, data_len - 16
+        if size < 32 or addr + size > self.physmem.size:
+            self.printk.pr_warn(f"setup: failed to memremap kho data (0x{addr:x}, 0x{size:x})")
+            return
+        fdt_addr, fdt_size, scratch_addr, scratch_size = struct.unpack(
+            "<QQQQ", self.physmem.read(addr, 32))
+        self.kho.kho_populate(fdt_addr, fdt_size, scratch_addr, scratch_size)
+        if self.kho.kho_in_scratch_phys and self.machine.scrub:
+            self._scrub_scratch()
+
+    def _scrub_scratch(self) -> None:
+        """Simulator: scratch not reserved yet is reusable from now on, so a busy machine overwrites it."""
+        mb = self.memblock
+        for region in list(mb.memory.regions):
+            if not region.flags & MEMBLOCK_KHO_SCRATCH:
+                continue
+            cur, end = region.base, region.base + region.size
+            for r in mb.reserved.regions:
+                rs, re_ = r.base, r.base + r.size
+                if re_ <= cur or rs >= end:
+                    continue
+                if rs > cur:
+                    self.physmem.fill(cur, rs - cur, PAGE_POISON)
+                cur = max(cur, re_)
+            if cur < end:
+                self.physmem.fill(cur, end - cur, PAGE_POISON)
+
+    def _setup_table(self) -> list[kcmdline.EarlyParam | kcmdline.Setup]:
+        """The .init.setup entries this kernel is built with, in link order."""
+        def early(fn: Callable[[str | None], None]) -> Callable[[str | None], int]:
+            def handler(p: str | None) -> int:
+                try:
+                    fn(p)
+                except OSError as e:
+                    return -(e.errno or errno.EINVAL)
+                return 0
+            return handler
+
+        return [
+            kcmdline.EarlyParam("mem", early(self.parse_memopt)),
+            kcmdline.EarlyParam("kho", early(self.kho_parse_enable)),
+            kcmdline.EarlyParam("kho_scratch", early(self.kho_parse_scratch_size)),
+            kcmdline.EarlyParam("memblock", early(self.early_memblock)),
+            kcmdline.Setup("reserve_mem=", self.reserve_mem.reserve_mem),
+        ]
+
+    def kho_parse_enable(self, p: str | None) -> None:
+        self.kho.kho_enable = kcmdline.kho_parse_enable(p)
+
+    def kho_parse_scratch_size(self, p: str | None) -> None:
+        result = kcmdline.kho_parse_scratch_size(p, self.info.version, self.printk.log)
+        if isinstance(result, kcmdline.KhoScratchScale):
+            self.kho.scratch_scale = result.scale
+        else:
+            self.kho.scratch_size_lowmem = result.lowmem
+            self.kho.scratch_size_global = result.global_
+            self.kho.scratch_size_pernode = result.pernode
+            self.kho.scratch_scale = 0
+
+    def early_memblock(self, p: str | None) -> None:
+        if kcmdline.early_memblock(p):
+            self.memblock.memblock_debug = True
+
+    def parse_memopt(self, p: str | None) -> None:
+        self._e820_userdef = True
+        limit = kcmdline.parse_memopt(p, self.printk.log)
+        table = []
+        for e in self.e820_table:
+            if e.type != E820_TYPE_RAM or e.addr + e.size <= limit:
+                table.append(e)
+            elif e.addr < limit:
+                table.append(E820Entry(e.addr, limit - e.addr, e.type))
+        self.e820_table = table
+
+    def e820__finish_early_params(self) -> None:
+        if self._e820_userdef:
+            self.printk.pr_info("user-defined physical RAM map:")
+            self.e820__print_table("user")
+        # trim_bios_range(): page 0 is BIOS data, never RAM for the kernel.
+        table = []
+        for e in self.e820_table:
+            if e.type == E820_TYPE_RAM and e.addr < PAGE_SIZE:
+                table.append(E820Entry(e.addr, PAGE_SIZE - e.addr, E820_TYPE_RESERVED))
+                if e.addr + e.size > PAGE_SIZE:
+                    table.append(E820Entry(PAGE_SIZE, e.addr + e.size - PAGE_SIZE, e.type))
+            else:
+                table.append(e)
+        self.e820_table = table
+
+    def e820__memblock_setup(self) -> None:
+        mb = self.memblock
+        mb.allow_resize()
+        for e in self._e820_ram():
+            mb.add(e.addr, e.size)
+        # KHO: memory below 1 MiB may serve early allocations even in scratch-only mode.
+        mb.mark_kho_scratch(0, SZ_1M)
+        mb.trim_memory(PAGE_SIZE)
+        if mb.memblock_debug:
+            self.printk.pr_info(mb.dump_all())
+
+    def _e820_ram(self) -> list[E820Entry]:
+        """RAM entries of the (possibly mem=-trimmed) e820 table, as memblock_add sees them."""
+        return [e for e in self.e820_table if e.type == E820_TYPE_RAM]
+
+    def reserve_real_mode(self) -> None:
+        self.memblock.reserve(0, SZ_1M)
+        self.memblock.clear_kho_scratch(0, SZ_1M)
+
+    def initmem_init(self) -> None:
+        """x86 NUMA init from the SRAT: node ids on memory, then on early reservations."""
+        mb = self.memblock
+        nodes = set()
+        for blk in self.machine.srat:
+            mb.set_node(blk.start, blk.end - blk.start, mb.memory, blk.nid)
+        for region in mb.memory.regions:
+            if 0 <= region.nid < 16:
+                nodes.add(region.nid)
+        self.online_nodes = sorted(nodes)
+        for blk in self.machine.srat:
+            mb.set_node(blk.start, blk.end - blk.start, mb.reserved, blk.nid)
+
+    def sparse_init(self) -> None:
+        """The vmemmap: 2 MiB of struct pages per present 128 MiB section, on the section's node."""
+        mb = self.memblock
+        sections: dict[int, int] = {}
+        for start_pfn, end_pfn, nid in mb.for_each_mem_pfn_range(NUMA_NO_NODE):
+            first = (start_pfn << PAGE_SHIFT) // SECTION_SIZE
+            last = ((end_pfn << PAGE_SHIFT) - 1) // SECTION_SIZE
+            for sec in range(first, last + 1):
+                sections.setdefault(sec, nid)
+        size = SECTION_SIZE // PAGE_SIZE * STRUCT_PAGE_SIZE
+        for nid in self.online_nodes:
+            for _ in range(sum(1 for n in sections.values() if n == nid)):
+                mb.alloc_try_nid_raw(size, PMD_SIZE, MAX_DMA_ADDRESS, MEMBLOCK_ALLOC_ACCESSIBLE, nid)
+
+    def mm_core_init(self) -> None:
+        self.kho.kho_memory_init()
+        self.memblock_free_all()
+
+    def memblock_free_all(self) -> None:
+        """Hand every free range to the page allocator; scratch-only mode ends here."""
+        mb = self.memblock
+        mb.clear_kho_scratch_only()
+        for start, end, _nid in mb.for_each_free_mem_range(NUMA_NO_NODE, MEMBLOCK_NONE):
+            self.page_alloc.free_pages_memory(PFN_UP(start), PFN_DOWN(end))
+
+    def do_initcalls(self) -> None:
+        """device_initcall then late_initcall, in link order (kernel/, mm/, lib/)."""
+        self.memblock_init_debugfs()
+        if self.test_kho is not None:
+            self.test_kho.kho_test_init()
+        self.kho.kho_init()
+        self.reserve_mem.reserve_mem_init()
+
+    def memblock_init_debugfs(self) -> None:
+        dfs = self.debugfs
+        root = dfs.debugfs_create_dir("memblock", None)
+        if self.reserve_mem.reserved_mem_table:
+            dfs.debugfs_create_seq("reserve_mem_param", 0o444, root, self.reserve_mem.reserve_mem_show)
+        mb = self.memblock
+        dfs.debugfs_create_seq("memory", 0o444, root, lambda: mb.debugfs_show(mb.memory))
+        dfs.debugfs_create_seq("reserved", 0o444, root, lambda: mb.debugfs_show(mb.reserved))
+
+    # ------------------------------------------------------------------ what user space sees
+
+    def dmesg(self) -> str:
+        return self.printk.dmesg()
+
+    @property
+    def cmdline(self) -> str:
+        """/proc/cmdline without its newline."""
+        return self.saved_command_line
+
+    def pfn_to_online_page(self, pfn: int) -> bool:
+        return self.memblock.is_memory(pfn << PAGE_SHIFT)
+
+    def system_ram(self) -> list[tuple[int, int]]:
+        """The "System RAM" resources of /proc/iomem, [start, end)."""
+        return [(e.addr, e.addr + e.size) for e in self.e820_table if e.type == E820_TYPE_RAM]
+
+    def iomem(self) -> str:
+        """/proc/iomem: the e820 map, with the kernel image nested in the RAM that holds it."""
+        lines = []
+        for e in self.e820_table:
+            name = "System RAM" if e.type == E820_TYPE_RAM else "Reserved"
+            lines.append(f"{e.addr:08x}-{e.addr + e.size - 1:08x} : {name}")
+            if e.type == E820_TYPE_RAM and e.addr <= self.load_addr < e.addr + e.size:
+                end = self.load_addr + self.info.init_size - 1
+                lines.append(f"  {self.load_addr:08x}-{end:08x} : Kernel code")
+        return "".join(line + "\n" for line in lines)
+
+    @property
+    def kexec_loaded(self) -> bool:
+        return self.kexec.kexec_loaded
+
+    @property
+    def kexec_crash_loaded(self) -> bool:
+        return self.kexec.kexec_crash_loaded
+
+    def kexec_file_load(self, kernel: bytes, initrd: bytes | None, cmdline: str, flags: int = 0) -> None:
+        self.printk.advance(1_000_000)
+        self.kexec.kexec_file_load(kernel, initrd, cmdline, flags)
+
+    def machine_kexec(self) -> tuple[int, int]:
+        return self.kexec.machine_kexec()

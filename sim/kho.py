@@ -1,0 +1,769 @@
+"""Kexec HandOver (kernel/kexec_handover.c, Linux 6.16; 6.17/6.18 deltas by kernel version).
+
+Outgoing: scratch areas, the preservation tracker, notifiers, finalize/abort
+and the serialized preserved-memory map, all written into simulated RAM in the
+kernel's wire format.  Incoming: kho_populate() from the boot parameters,
+deserialization into memblock, kho_retrieve_subtree() and kho_restore_folio().
+"""
+
+import errno
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sim import fdt as libfdt
+from sim.debugfs import Dentry
+from sim.kexec import KEXEC_BUF_MEM_UNKNOWN, KexecBuf, Kimage, kexec_add_buffer
+from sim.memblock import (
+    ARCH_LOW_ADDRESS_LIMIT,
+    MEMBLOCK_ALLOC_ACCESSIBLE,
+    MEMBLOCK_ALLOC_ANYWHERE,
+    MEMBLOCK_KHO_SCRATCH,
+    NUMA_NO_NODE,
+)
+from sim.page_alloc import Folio
+from sim.sizes import (
+    CMA_MIN_ALIGNMENT_BYTES,
+    MAX_PAGE_ORDER,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PFN_DOWN,
+    PFN_UP,
+    PHYS_PFN,
+    SZ_64K,
+    ULONG_MAX,
+    count_trailing_zeros,
+    ilog2,
+    round_up,
+)
+
+if TYPE_CHECKING:
+    from sim.kernel import Kernel
+
+KHO_FDT_COMPATIBLE = "kho-v1"
+PROP_PRESERVED_MEMORY_MAP = "preserved-memory-map"
+PROP_SUB_FDT = "fdt"
+
+KEXEC_KHO_FINALIZE = 0
+KEXEC_KHO_ABORT = 1
+
+NOTIFY_DONE = 0
+NOTIFY_OK = 1
+NOTIFY_STOP_MASK = 0x8000
+NOTIFY_BAD = NOTIFY_STOP_MASK | 0x0002
+
+KHO_PAGE_MAGIC = 0x4B484F50          # 'KHOP', 6.18
+KHOSER_HDR_SIZE = 16
+KHOSER_ELM_SIZE = 16
+KHOSER_BITMAP_SIZE = (PAGE_SIZE - KHOSER_HDR_SIZE) // KHOSER_ELM_SIZE   # 255
+KHO_SCRATCH_SIZE = 16                 # struct kho_scratch { u64 addr; u64 size; }
+
+Notifier = Callable[[int, "KhoSerialization | None"], int]
+
+
+def notifier_from_errno(err: int) -> int:
+    return NOTIFY_STOP_MASK | (NOTIFY_OK - err) if err else NOTIFY_OK
+
+
+def notifier_to_errno(ret: int) -> int:
+    ret &= ~NOTIFY_STOP_MASK
+    return NOTIFY_OK - ret if ret > NOTIFY_OK else 0
+
+
+@dataclass
+class KhoSerialization:
+    """struct kho_serialization: what FINALIZE notifiers get to add their subtrees."""
+
+    fdt: Folio | None = None                       # the root FDT page
+    sw: libfdt.FdtSw | None = None                 # its sequential writer while finalizing
+    fdt_list: list[Dentry] = field(default_factory=list)
+    sub_fdt_dir: Dentry | None = None
+    # order -> {bitmap index -> physical address of the bitmap}
+    track: dict[int, dict[int, int]] = field(default_factory=dict)
+    preserved_mem_map: int = 0                     # phys of the first chunk
+
+
+@dataclass(frozen=True)
+class KhoScratch:
+    addr: int
+    size: int
+
+
+class KexecHandover:
+    """One kernel's KHO state (the kho_out / kho_in / scratch globals of kexec_handover.c)."""
+
+    def __init__(self, kernel: "Kernel") -> None:
+        self.k = kernel
+        self.kho_enable = False
+        self.scratch_scale = 200
+        self.scratch_size_lowmem = 0
+        self.scratch_size_global = 0
+        self.scratch_size_pernode = 0
+        self.kho_scratch_phys = 0          # where struct kho_scratch[] lives in RAM
+        self.kho_scratch_cnt = 0
+        self.chain: list[Notifier] = []
+        self.ser = KhoSerialization()
+        self.finalized = False
+        self.out_dir: Dentry | None = None
+        self.debugfs_root: Dentry | None = None
+        self.kho_in_fdt_phys = 0
+        self.kho_in_scratch_phys = 0
+        self.kho_in_dir: Dentry | None = None
+        self.kho_in_fdt_list: list[Dentry] = []
+
+    # -- version switches (spec kho.md §0) --
+
+    @property
+    def preserve_bits(self) -> int:
+        return PAGE_SIZE * 8 if self.k.kver >= (6, 18) else 512 * 8
+
+    # -- command line --
+
+    def kho_is_enabled(self) -> bool:
+        return self.kho_enable
+
+    # -- scratch (cold boot) --
+
+    @property
+    def kho_scratch(self) -> list[KhoScratch]:
+        """The scratch array as it stands in RAM (the kernel only ever holds a pointer to it)."""
+        raw = self.k.physmem.read(self.kho_scratch_phys, self.kho_scratch_cnt * KHO_SCRATCH_SIZE)
+        return [KhoScratch(*struct.unpack_from("<QQ", raw, i * KHO_SCRATCH_SIZE))
+                for i in range(self.kho_scratch_cnt)]
+
+    def scratch_size_update(self) -> None:
+        if not self.scratch_scale:
+            return
+        mb = self.k.memblock
+        size = mb.reserved_kern_size(ARCH_LOW_ADDRESS_LIMIT, NUMA_NO_NODE) * self.scratch_scale // 100
+        self.scratch_size_lowmem = round_up(size, CMA_MIN_ALIGNMENT_BYTES)
+        size = mb.reserved_kern_size(MEMBLOCK_ALLOC_ANYWHERE, NUMA_NO_NODE) * self.scratch_scale // 100
+        size -= self.scratch_size_lowmem
+        self.scratch_size_global = round_up(size, CMA_MIN_ALIGNMENT_BYTES)
+
+    def scratch_size_node(self, nid: int) -> int:
+        if self.scratch_scale:
+            size = self.k.memblock.reserved_kern_size(MEMBLOCK_ALLOC_ANYWHERE, nid)
+            size = size * self.scratch_scale // 100
+        else:
+            size = self.scratch_size_pernode
+        return round_up(size, CMA_MIN_ALIGNMENT_BYTES)
+
+    def kho_reserve_scratch(self) -> None:
+        """Carve the scratch areas out of memblock (runs after all early allocations)."""
+        if not self.kho_enable:
+            return
+        mb = self.k.memblock
+        self.scratch_size_update()
+        self.kho_scratch_cnt = len(self.k.online_nodes) + 2
+        array = mb.alloc(self.kho_scratch_cnt * KHO_SCRATCH_SIZE, PAGE_SIZE)
+        areas: list[KhoScratch] = []
+        ok = bool(array)
+        if ok:
+            plan: list[tuple[int, Callable[[int], int]]] = [
+                (self.scratch_size_lowmem, lambda size: mb.phys_alloc_range(
+                    size, CMA_MIN_ALIGNMENT_BYTES, 0, ARCH_LOW_ADDRESS_LIMIT)),
+                (self.scratch_size_global, lambda size: mb.phys_alloc(size, CMA_MIN_ALIGNMENT_BYTES)),
+            ]
+            for nid in self.k.online_nodes:
+                plan.append((self.scratch_size_node(nid), lambda size, nid=nid: mb.alloc_range_nid(
+                    size, CMA_MIN_ALIGNMENT_BYTES, 0, MEMBLOCK_ALLOC_ACCESSIBLE, nid, True)))
+            for size, alloc in plan:
+                addr = alloc(size)
+                if not addr:
+                    ok = False
+                    break
+                areas.append(KhoScratch(addr, size))
+        if not ok:
+            for area in reversed(areas):
+                mb.phys_free(area.addr, area.size)
+            if array:
+                mb.free(array, self.kho_scratch_cnt * KHO_SCRATCH_SIZE)
+            self.kho_enable = False
+            self.kho_scratch_cnt = 0
+            if self.k.kver >= (6, 17):
+                self.k.printk.pr_warn("KHO: Failed to reserve scratch area, disabling kexec handover")
+            return
+        self.kho_scratch_phys = array
+        self.k.physmem.write(array, b"".join(struct.pack("<QQ", a.addr, a.size) for a in areas))
+
+    # -- the preservation tracker --
+
+    def _bitmap_alloc(self) -> int:
+        if self.k.kver >= (6, 18):
+            folio = self.k.page_alloc.alloc_pages(0)
+            if folio is None:
+                return 0
+            self.k.physmem.fill(folio.phys, PAGE_SIZE, 0)
+            return folio.phys
+        return self.k.slab.kzalloc(self.preserve_bits // 8)
+
+    def _bitmap_free(self, phys: int) -> None:
+        if self.k.kver >= (6, 18):
+            self.k.page_alloc.free_folio(Folio(PHYS_PFN(phys), 0))
+        else:
+            self.k.slab.kfree(phys)
+
+    def __kho_preserve_order(self, pfn: int, order: int) -> int:
+        if self.k.kver >= (6, 18) and self.finalized:
+            return -errno.EBUSY
+        pfn_high = pfn >> order
+        bits = self.ser.track.setdefault(order, {})
+        index = pfn_high // self.preserve_bits
+        if index not in bits:
+            phys = self._bitmap_alloc()
+            if not phys:
+                return -errno.ENOMEM
+            bits[index] = phys
+        bit = pfn_high % self.preserve_bits
+        addr = bits[index] + bit // 8
+        byte = self.k.physmem.read(addr, 1)[0]
+        self.k.physmem.write(addr, bytes([byte | 1 << (bit % 8)]))
+        return 0
+
+    def __kho_unpreserve(self, pfn: int, end_pfn: int) -> None:
+        while pfn < end_pfn:
+            order = min(count_trailing_zeros(pfn), ilog2(end_pfn - pfn))
+            pfn_high = pfn >> order
+            index = pfn_high // self.preserve_bits
+            bitmap = self.ser.track.get(order, {}).get(index)
+            if bitmap is not None:
+                bit = pfn_high % self.preserve_bits
+                addr = bitmap + bit // 8
+                byte = self.k.physmem.read(addr, 1)[0]
+                self.k.physmem.write(addr, bytes([byte & ~(1 << (bit % 8))]))
+            pfn += 1 << order
+
+    def kho_preserve_folio(self, folio: Folio) -> int:
+        if self.finalized:
+            return -errno.EBUSY
+        return self.__kho_preserve_order(folio.pfn, folio.order)
+
+    def _preserve_range(self, pfn: int, end_pfn: int) -> int:
+        """The greedy split shared by kho_preserve_phys (6.16) and kho_preserve_pages (6.18)."""
+        start_pfn = pfn
+        while pfn < end_pfn:
+            order = min(count_trailing_zeros(pfn), ilog2(end_pfn - pfn))
+            err = self.__kho_preserve_order(pfn, order)
+            if err:
+                self.__kho_unpreserve(start_pfn, pfn)
+                return err
+            pfn += 1 << order
+        return 0
+
+    def kho_preserve_phys(self, phys: int, size: int) -> int:
+        if self.finalized:
+            return -errno.EBUSY
+        if phys % PAGE_SIZE or size % PAGE_SIZE:
+            return -errno.EINVAL
+        return self._preserve_range(PHYS_PFN(phys), PHYS_PFN(phys + size))
+
+    def kho_preserve_pages(self, pfn: int, nr_pages: int) -> int:
+        """6.18's replacement for kho_preserve_phys."""
+        return self._preserve_range(pfn, pfn + nr_pages)
+
+    # -- serialization (wire format, spec kho.md §4.2) --
+
+    def _new_chunk(self, prev: int, order: int) -> int:
+        if self.k.kver >= (6, 18):
+            folio = self.k.page_alloc.alloc_pages(0)
+            chunk = folio.phys if folio else 0
+            if chunk:
+                self.k.physmem.fill(chunk, PAGE_SIZE, 0)
+        else:
+            chunk = self.k.slab.kzalloc(PAGE_SIZE)
+        if not chunk:
+            return 0
+        self.k.physmem.write(chunk + 8, struct.pack("<I", order))
+        if prev:
+            self.k.physmem.write_u64(prev, chunk)
+        return chunk
+
+    def _free_chunk(self, chunk: int) -> None:
+        if self.k.kver >= (6, 18):
+            self.k.page_alloc.free_folio(Folio(PHYS_PFN(chunk), 0))
+        else:
+            self.k.slab.kfree(chunk)
+
+    def kho_mem_ser_free(self, first: int) -> None:
+        chunk = first
+        while chunk:
+            nxt = self.k.physmem.read_u64(chunk)
+            self._free_chunk(chunk)
+            chunk = nxt
+
+    def kho_mem_serialize(self) -> int:
+        first = chunk = 0
+        for order in sorted(self.ser.track):
+            chunk = self._new_chunk(chunk, order)
+            if not chunk:
+                self.kho_mem_ser_free(first)
+                return -errno.ENOMEM
+            first = first or chunk
+            num = 0
+            for index in sorted(self.ser.track[order]):
+                if num == KHOSER_BITMAP_SIZE:
+                    chunk = self._new_chunk(chunk, order)
+                    if not chunk:
+                        self.kho_mem_ser_free(first)
+                        return -errno.ENOMEM
+                    num = 0
+                phys_start = (index * self.preserve_bits) << (order + PAGE_SHIFT)
+                self.k.physmem.write(chunk + KHOSER_HDR_SIZE + num * KHOSER_ELM_SIZE,
+                                     struct.pack("<QQ", phys_start, self.ser.track[order][index]))
+                num += 1
+                self.k.physmem.write(chunk + 12, struct.pack("<I", num))
+        self.ser.preserved_mem_map = first
+        return 0
+
+    # -- notifiers, subtrees, finalize/abort --
+
+    def register_kho_notifier(self, nb: Notifier) -> int:
+        self.chain.append(nb)
+        return 0
+
+    def unregister_kho_notifier(self, nb: Notifier) -> int:
+        if nb not in self.chain:
+            return -errno.ENOENT
+        self.chain.remove(nb)
+        return 0
+
+    def _call_chain(self, cmd: int, ser: KhoSerialization | None) -> int:
+        ret = NOTIFY_DONE
+        for nb in list(self.chain):
+            ret = nb(cmd, ser)
+            if ret & NOTIFY_STOP_MASK:
+                break
+        return ret
+
+    def _debugfs_fdt_add(self, fdt_list: list[Dentry], parent: Dentry | None, name: str,
+                         fdt_phys: int) -> int:
+        """kho_debugfs_fdt_add: a 0400 blob of the FDT's totalsize at creation time."""
+        size = self._fdt_totalsize_at(fdt_phys)
+        physmem = self.k.physmem
+        try:
+            dentry = self.k.debugfs.debugfs_create_blob(name, 0o400, parent,
+                                                        lambda: physmem.read(fdt_phys, size))
+        except OSError as e:
+            if e.errno == errno.EEXIST and parent is not None:
+                self.k.printk.pr_err(f"debugfs: File '{name}' in directory '{parent.name}' already present!")
+            return -(e.errno or errno.ENOMEM)
+        fdt_list.insert(0, dentry)
+        return 0
+
+    def _fdt_totalsize_at(self, phys: int) -> int:
+        try:
+            return libfdt.fdt_totalsize(self.k.physmem.read(phys, 8))
+        except ValueError:
+            return 0
+
+    def kho_add_subtree(self, ser: KhoSerialization, name: str, fdt_phys: int) -> int:
+        """Record a sub-FDT's address in the root FDT and expose it in out/sub_fdts."""
+        sw = ser.sw
+        assert sw is not None, "kho_add_subtree outside a KEXEC_KHO_FINALIZE notifier"
+        err = sw.begin_node(name)
+        err |= sw.property(PROP_SUB_FDT, struct.pack("<Q", fdt_phys))
+        err |= sw.end_node()
+        if err:
+            return err
+        return self._debugfs_fdt_add(ser.fdt_list, ser.sub_fdt_dir, name, fdt_phys)
+
+    def kho_out_update_debugfs_fdt(self) -> int:
+        if self.finalized:
+            assert self.ser.fdt is not None
+            return self._debugfs_fdt_add(self.ser.fdt_list, self.out_dir, "fdt", self.ser.fdt.phys)
+        for dentry in self.ser.fdt_list:
+            self.k.debugfs.debugfs_remove(dentry)
+        self.ser.fdt_list.clear()
+        return 0
+
+    def kho_abort(self) -> int:
+        for order in self.ser.track.values():
+            for bitmap in order.values():
+                self._bitmap_free(bitmap)
+        self.ser.track.clear()
+        if self.ser.preserved_mem_map:
+            self.kho_mem_ser_free(self.ser.preserved_mem_map)
+            self.ser.preserved_mem_map = 0
+        err = notifier_to_errno(self._call_chain(KEXEC_KHO_ABORT, None))
+        if err:
+            self.k.printk.pr_err(f"KHO: Failed to abort KHO finalization: {err}")
+        return err
+
+    def kho_finalize(self) -> int:
+        assert self.ser.fdt is not None
+        sw = libfdt.FdtSw(PAGE_SIZE)
+        self.ser.sw = sw
+        err = sw.finish_reservemap()
+        err |= sw.begin_node("")
+        err |= sw.property_string("compatible", KHO_FDT_COMPATIBLE)
+        perr, pmm_offset = sw.property_placeholder(PROP_PRESERVED_MEMORY_MAP, 8)
+        err |= perr
+        if not err:
+            err = self.kho_preserve_folio(self.ser.fdt)
+        if not err:
+            err = notifier_to_errno(self._call_chain(KEXEC_KHO_FINALIZE, self.ser))
+        if not err:
+            err = self.kho_mem_serialize()
+        if not err:
+            sw.buf[pmm_offset:pmm_offset + 8] = struct.pack("<Q", self.ser.preserved_mem_map)
+            err |= sw.end_node()
+            err |= sw.finish()
+        # The page holds whatever the writer produced, complete or not.
+        self.k.physmem.write(self.ser.fdt.phys, bytes(sw.buf))
+        self.ser.sw = None
+        if err:
+            self.k.printk.pr_err(f"KHO: Failed to convert KHO state tree: {err}")
+            self.kho_abort()
+        return err
+
+    def kho_out_finalize_get(self) -> int:
+        return int(self.finalized)
+
+    def kho_out_finalize_set(self, _val: int) -> None:
+        """The `finalize` attribute's write handler; errors surface as write(2)'s errno."""
+        val = bool(_val)
+        if val == self.finalized:
+            ret = -errno.EEXIST if self.finalized else -errno.ENOENT
+        else:
+            ret = self.kho_finalize() if val else self.kho_abort()
+            if not ret:
+                self.finalized = val
+                ret = self.kho_out_update_debugfs_fdt()
+        if ret:
+            # OR-ed libfdt codes reach user space as whatever errno they equal.
+            raise OSError(-ret, os.strerror(-ret))
+
+    # -- debugfs and initcall --
+
+    def kho_out_debugfs_init(self) -> int:
+        dfs = self.k.debugfs
+        out = dfs.debugfs_create_dir("out", self.debugfs_root)
+        self.ser.sub_fdt_dir = dfs.debugfs_create_dir("sub_fdts", out)
+        dfs.debugfs_create_seq("scratch_phys", 0o400, out,
+                               lambda: "".join(f"0x{s.addr:x}\n" for s in self.kho_scratch))
+        dfs.debugfs_create_seq("scratch_len", 0o400, out,
+                               lambda: "".join(f"0x{s.size:x}\n" for s in self.kho_scratch))
+        dfs.debugfs_create_attr("finalize", 0o600, out, self.kho_out_finalize_get,
+                                self.kho_out_finalize_set)
+        self.out_dir = out
+        return 0
+
+    def kho_in_debugfs_init(self, fdt: bytes) -> int:
+        dfs = self.k.debugfs
+        self.kho_in_dir = dfs.debugfs_create_dir("in", self.debugfs_root)
+        sub_fdt_dir = dfs.debugfs_create_dir("sub_fdts", self.kho_in_dir)
+        err = self._debugfs_fdt_add(self.kho_in_fdt_list, self.kho_in_dir, "fdt", self.kho_in_fdt_phys)
+        if err:
+            dfs.debugfs_remove(self.kho_in_dir)
+            return err
+        for child in libfdt.fdt_for_each_subnode(fdt, 0):
+            name = libfdt.fdt_get_name(fdt, child)
+            value, length = libfdt.fdt_getprop(fdt, child, PROP_SUB_FDT)
+            if value is None:
+                continue
+            if length != 8:
+                self.k.printk.pr_warn(f"KHO: node `{name}`'s prop `fdt` has invalid length: {length}")
+                continue
+            err = self._debugfs_fdt_add(self.kho_in_fdt_list, sub_fdt_dir, name,
+                                        struct.unpack("<Q", value)[0])
+            if err:
+                self.k.printk.pr_warn(f"KHO: failed to add fdt `{name}` to debugfs: {err}")
+        return 0
+
+    def kho_get_fdt(self) -> bytes | None:
+        """The incoming root FDT, mapped (read) from RAM."""
+        if not self.kho_in_fdt_phys:
+            return None
+        return self.k.physmem.read(self.kho_in_fdt_phys, PAGE_SIZE)
+
+    def kho_init(self) -> int:
+        """late_initcall: the root FDT page, debugfs, and (cold boot) scratch handed to CMA."""
+        if not self.kho_enable:
+            return 0
+        folio = self.k.page_alloc.alloc_pages(0)
+        if folio is None:
+            self.kho_enable = False
+            return -errno.ENOMEM
+        self.ser.fdt = folio
+        self.debugfs_root = self.k.debugfs.debugfs_create_dir("kho", None)
+        self.kho_out_debugfs_init()
+        fdt = self.kho_get_fdt()
+        if fdt is not None:
+            err = self.kho_in_debugfs_init(fdt)
+            if err:
+                self.k.printk.pr_err(f"KHO: failed exposing handover FDT in debugfs: {err}")
+            return 0
+        for area in self.kho_scratch:
+            start, end = PHYS_PFN(area.addr), PHYS_PFN(area.addr + area.size)
+            self.k.page_alloc.set_pageblock_migratetype_cma(start, end)
+            self.k.page_alloc.free_pages_memory(start, end)
+        return 0
+
+    # -- the incoming side --
+
+    def kho_retrieve_subtree(self, name: str) -> tuple[int, int]:
+        """(0, phys) or (-errno, 0)."""
+        fdt = self.kho_get_fdt()
+        if fdt is None:
+            return -errno.ENOENT, 0
+        offset = libfdt.fdt_subnode_offset(fdt, 0, name)
+        if offset < 0:
+            return -errno.ENOENT, 0
+        value, length = libfdt.fdt_getprop(fdt, offset, PROP_SUB_FDT)
+        if value is None or length != 8:
+            return -errno.EINVAL, 0
+        return 0, struct.unpack("<Q", value)[0]
+
+    def kho_restore_folio(self, phys: int) -> Folio | None:
+        pfn = PHYS_PFN(phys)
+        if not self.k.pfn_to_online_page(pfn):
+            return None
+        private = self.k.page_alloc.page_private.get(pfn, 0)
+        if self.k.kver >= (6, 18):
+            order, magic = private & 0xFFFFFFFF, private >> 32
+            if magic != KHO_PAGE_MAGIC or order > MAX_PAGE_ORDER:
+                return None
+            self.k.page_alloc.page_private.pop(pfn, None)
+            return Folio(pfn, order)
+        if private > MAX_PAGE_ORDER:
+            return None
+        return Folio(pfn, private)
+
+    def kho_populate(self, fdt_phys: int, fdt_len: int, scratch_phys: int, scratch_len: int) -> None:
+        """Called from x86 setup_data parsing, before memblock knows any RAM."""
+        err = self._kho_populate(fdt_phys, fdt_len, scratch_phys, scratch_len)
+        if err:
+            self.k.printk.pr_warn(f"KHO: disabling KHO revival: {err}")
+
+    def _kho_populate(self, fdt_phys: int, fdt_len: int, scratch_phys: int, scratch_len: int) -> int:
+        printk = self.k.printk
+        try:
+            fdt = self.k.physmem.read(fdt_phys, fdt_len)
+        except ValueError:
+            printk.pr_warn(f"KHO: setup: failed to memremap FDT (0x{fdt_phys:x})")
+            return -errno.EFAULT
+        err = libfdt.fdt_check_header(fdt)
+        if err:
+            printk.pr_warn(f"KHO: setup: handover FDT (0x{fdt_phys:x}) is invalid: {err}")
+            return -errno.EINVAL
+        err = libfdt.fdt_node_check_compatible(fdt, 0, KHO_FDT_COMPATIBLE)
+        if err:
+            printk.pr_warn(f"KHO: setup: handover FDT (0x{fdt_phys:x}) is incompatible with "
+                           f"'{KHO_FDT_COMPATIBLE}': {err}")
+            return -errno.EINVAL
+        try:
+            raw = self.k.physmem.read(scratch_phys, scratch_len)
+        except ValueError:
+            printk.pr_warn(f"KHO: setup: failed to memremap scratch (phys=0x{scratch_phys:x}, "
+                           f"len={_lld(scratch_len)})")
+            return -errno.EFAULT
+        problem = self.kho_validate_mem_map(fdt)
+        if problem:
+            printk.pr_warn(f"KHO: setup: {problem} [khofs: not checked by Linux]")
+            return -errno.EINVAL
+        mb = self.k.memblock
+        for i in range(scratch_len // KHO_SCRATCH_SIZE):
+            addr, size = struct.unpack_from("<QQ", raw, i * KHO_SCRATCH_SIZE)
+            mb.add(addr, size)
+            err = mb.mark_kho_scratch(addr, size)
+            if err:
+                printk.pr_warn(f"KHO: failed to mark the scratch region 0x{addr:016x}+0x{size:016x}: {err}")
+                return err
+            printk.pr_debug(f"KHO: Marked 0x{addr:016x}+0x{size:016x} as scratch")
+        mb.reserve(scratch_phys, scratch_len)
+        mb.set_kho_scratch_only()
+        self.kho_in_fdt_phys = fdt_phys
+        self.kho_in_scratch_phys = scratch_phys
+        self.kho_scratch_cnt = scratch_len // KHO_SCRATCH_SIZE
+        printk.pr_info("KHO: found kexec handover data. Will skip init for some devices")
+        return 0
+
+    def kho_validate_mem_map(self, fdt: bytes) -> str:
+        """The simulator's own check of the whole chunk list before anything is revived.
+
+        Linux 6.16 trusts the list and would crash or half-revive on a corrupt one; the
+        simulator refuses it up front instead (a documented divergence).  "" means valid.
+        """
+        value, length = libfdt.fdt_getprop(fdt, 0, PROP_PRESERVED_MEMORY_MAP)
+        if value is None or length != 8:
+            return ""          # Linux itself reports this later, in kho_mem_deserialize
+        size = self.k.physmem.size
+        seen: set[int] = set()
+        chunk = struct.unpack("<Q", value)[0]
+        while chunk:
+            if chunk in seen:
+                return f"preserved memory map loops back to chunk 0x{chunk:x}"
+            seen.add(chunk)
+            if chunk % PAGE_SIZE or chunk + PAGE_SIZE > size:
+                return f"preserved memory map chunk 0x{chunk:x} is outside RAM or misaligned"
+            page = self.k.physmem.read(chunk, PAGE_SIZE)
+            nxt, order, num = struct.unpack_from("<QII", page)
+            if num > KHOSER_BITMAP_SIZE:
+                return f"preserved memory map chunk 0x{chunk:x} claims {num} bitmaps"
+            if order + PAGE_SHIFT >= 64:
+                return f"preserved memory map chunk 0x{chunk:x} has order {order}"
+            for i in range(num):
+                phys_start, bitmap = struct.unpack_from("<QQ", page, KHOSER_HDR_SIZE + i * KHOSER_ELM_SIZE)
+                nbytes = self.preserve_bits // 8
+                if bitmap + nbytes > size:
+                    return f"preserved memory bitmap 0x{bitmap:x} is outside RAM"
+                bits = int.from_bytes(self.k.physmem.read(bitmap, nbytes), "little")
+                if bits and phys_start + (bits.bit_length() << (order + PAGE_SHIFT)) > size:
+                    return f"preserved memory at 0x{phys_start:x} (order {order}) is outside RAM"
+            chunk = nxt
+        return ""
+
+    def kho_release_scratch(self) -> None:
+        """Scratch pageblocks become MIGRATE_CMA before memblock frees them."""
+        for region in self.k.memblock.memory.regions:
+            if region.flags & MEMBLOCK_KHO_SCRATCH:
+                self.k.page_alloc.set_pageblock_migratetype_cma(
+                    PFN_DOWN(region.base), PFN_UP(region.base + region.size))
+
+    def deserialize_bitmap(self, order: int, phys_start: int, bitmap: int) -> None:
+        bits = int.from_bytes(self.k.physmem.read(bitmap, self.preserve_bits // 8), "little")
+        sz = 1 << (order + PAGE_SHIFT)
+        mb = self.k.memblock
+        while bits:
+            bit = (bits & -bits).bit_length() - 1
+            bits &= bits - 1
+            phys = phys_start + (bit << (order + PAGE_SHIFT))
+            mb.reserve(phys, sz)
+            mb.reserved_mark_noinit(phys, sz)
+            private = order | (KHO_PAGE_MAGIC << 32) if self.k.kver >= (6, 18) else order
+            self.k.page_alloc.page_private[PHYS_PFN(phys)] = private
+
+    def kho_mem_deserialize(self, fdt: bytes) -> None:
+        value, length = libfdt.fdt_getprop(fdt, 0, PROP_PRESERVED_MEMORY_MAP)
+        if value is None or length != 8:
+            self.k.printk.pr_err("KHO: failed to get preserved memory bitmaps")
+            return
+        chunk = struct.unpack("<Q", value)[0]
+        while chunk:
+            page = self.k.physmem.read(chunk, PAGE_SIZE)
+            nxt, order, num = struct.unpack_from("<QII", page)
+            for i in range(num):
+                phys_start, bitmap = struct.unpack_from("<QQ", page, KHOSER_HDR_SIZE + i * KHOSER_ELM_SIZE)
+                self.deserialize_bitmap(order, phys_start, bitmap)
+            chunk = nxt
+
+    def kho_memory_init(self) -> None:
+        """mm_core_init hook: revive on a KHO boot, reserve fresh scratch otherwise."""
+        if self.kho_in_scratch_phys:
+            self.kho_scratch_phys = self.kho_in_scratch_phys
+            self.kho_release_scratch()
+            fdt = self.kho_get_fdt()
+            assert fdt is not None
+            self.kho_mem_deserialize(fdt)
+            if self.kho_restore_folio(self.kho_in_fdt_phys) is None:
+                self.k.printk.pr_warn("KHO: failed to restore folio for KHO fdt")
+        else:
+            self.kho_reserve_scratch()
+
+    # -- kexec_file_load helpers --
+
+    def kho_fill_kimage(self, image: Kimage) -> int:
+        if not self.kho_enable:
+            return 0
+        if self.k.kver >= (6, 17) and not self.finalized:
+            return 0
+        assert self.ser.fdt is not None
+        image.kho_fdt = self.ser.fdt.phys
+        size = KHO_SCRATCH_SIZE * self.kho_scratch_cnt
+        kbuf = KexecBuf(image=image, buffer=self.k.physmem.read(self.kho_scratch_phys, size),
+                        bufsz=size, mem=KEXEC_BUF_MEM_UNKNOWN, memsz=size, buf_align=SZ_64K,
+                        buf_max=ULONG_MAX, top_down=True)
+        err = kexec_add_buffer(kbuf)
+        if err:
+            return err
+        image.kho_scratch = image.segments[-1]
+        return 0
+
+    def kho_locate_mem_hole(self, kbuf: KexecBuf, func: Callable[[int, int, KexecBuf], int]) -> int:
+        if not self.kho_enable or kbuf.image.is_crash:
+            return 1
+        ret = 0
+        for area in self.kho_scratch:
+            ret = func(area.addr, area.addr + area.size - 1, kbuf)
+            if ret:
+                break
+        return 0 if ret == 1 else -errno.EADDRNOTAVAIL
+
+
+def _lld(value: int) -> int:
+    """%lld of a u64."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+# -- 6.18: vmalloc preservation (struct kho_vmalloc / kho_vmalloc_chunk) --
+
+KHO_VMALLOC_ALLOC = 0x1
+KHO_VMALLOC_SIZE = (PAGE_SIZE - 8) // 8      # 511 page addresses per chunk
+
+
+def kho_preserve_vmalloc(kho: KexecHandover, data: bytes) -> tuple[int, bytes]:
+    """vmalloc() `data` into order-0 pages, preserve them and their chunk list.
+
+    Returns (err, the 16-byte struct kho_vmalloc to store in an FDT).
+    """
+    k = kho.k
+    nr_pages = max(1, -(-len(data) // PAGE_SIZE))
+    pages: list[Folio] = []
+    for i in range(nr_pages):
+        folio = k.page_alloc.alloc_pages(0)
+        if folio is None:
+            return -errno.ENOMEM, b""
+        k.physmem.write(folio.phys, data[i * PAGE_SIZE:(i + 1) * PAGE_SIZE].ljust(PAGE_SIZE, b"\0"))
+        pages.append(folio)
+
+    def new_chunk(prev: int) -> int:
+        folio = k.page_alloc.alloc_pages(0)
+        if folio is None:
+            return 0
+        k.physmem.fill(folio.phys, PAGE_SIZE, 0)
+        if kho.kho_preserve_pages(folio.pfn, 1):
+            return 0
+        if prev:
+            k.physmem.write_u64(prev, folio.phys)
+        return folio.phys
+
+    first = chunk = new_chunk(0)
+    if not chunk:
+        return -errno.ENOMEM, b""
+    idx = 0
+    for page in pages:
+        err = kho.kho_preserve_pages(page.pfn, 1)
+        if err:
+            return err, b""
+        k.physmem.write_u64(chunk + 8 + idx * 8, page.phys)
+        idx += 1
+        if idx == KHO_VMALLOC_SIZE:
+            chunk = new_chunk(chunk)
+            if not chunk:
+                return -errno.ENOMEM, b""
+            idx = 0
+    return 0, struct.pack("<QIHH", first, nr_pages, KHO_VMALLOC_ALLOC, 0)
+
+
+def kho_restore_vmalloc(kho: KexecHandover, preservation: bytes) -> bytes | None:
+    """Restore the pages a kho_vmalloc describes; their contents in order, or None."""
+    first, total_pages, _flags, order = struct.unpack("<QIHH", preservation)
+    k = kho.k
+    out = bytearray()
+    chunk = first
+    while chunk and len(out) < total_pages * PAGE_SIZE:
+        if kho.kho_restore_folio(chunk) is None:
+            return None
+        page = k.physmem.read(chunk, PAGE_SIZE)
+        for i in range(KHO_VMALLOC_SIZE):
+            phys = struct.unpack_from("<Q", page, 8 + i * 8)[0]
+            if not phys or len(out) >= total_pages * PAGE_SIZE:
+                break
+            if kho.kho_restore_folio(phys) is None:
+                return None
+            out += k.physmem.read(phys, PAGE_SIZE << order)
+        chunk = struct.unpack_from("<Q", page, 0)[0]
+    return bytes(out) if len(out) == total_pages * PAGE_SIZE else None

@@ -1,0 +1,137 @@
+"""The simulated machine: RAM, firmware tables and the kernel currently running on it.
+
+The machine outlives its kernels.  A kernel is constructed from what hardware
+hands over — physical memory, the NUMA description firmware publishes, and the
+two registers a boot loader or ``machine_kexec`` leaves behind (kernel load
+address, boot_params address) — and from nothing else.  This is what makes a
+kexec in the simulator honest: state reaches the next kernel only through RAM.
+
+Firmware map (QEMU q35 style, see README "The machine model"):
+  usable [0, 0x9fc00), reserved [0x9fc00, 0xa0000) and [0xf0000, 0x100000),
+  usable [1 MiB, lowmem) with lowmem = 2 GiB, or all RAM when RAM < 2.75 GiB,
+  the rest of RAM from 4 GiB up.  NUMA nodes take RAM in address order in
+  equal shares of the RAM size.
+"""
+
+import random
+from dataclasses import dataclass
+
+from sim.bootparam import E820_TYPE_RAM, E820_TYPE_RESERVED, E820Entry
+from sim.bzimage import read_kernel_info
+from sim.cmdline import memparse
+from sim.kernel import Kernel
+from sim.kexec import write_cold_boot
+from sim.physmem import PhysMem
+from sim.sizes import SZ_1M, SZ_2G, SZ_4G, SZ_32M
+
+# QEMU q35 keeps all RAM below 4 GiB unless there is at least this much.
+Q35_LOWMEM_THRESHOLD = 0xB0000000
+
+
+@dataclass(frozen=True)
+class NumaMemblk:
+    """One SRAT memory affinity entry: [start, end) belongs to nid."""
+
+    start: int
+    end: int
+    nid: int
+
+
+def _size(value: int | str) -> int:
+    if isinstance(value, int):
+        return value
+    size, rest = memparse(value)
+    if rest or size <= 0:
+        raise ValueError(f"not a size: {value!r}")
+    return size
+
+
+def q35_e820(mem: int) -> list[E820Entry]:
+    """The firmware memory map QEMU's q35 machine reports for `mem` bytes of RAM."""
+    lowmem = SZ_2G if mem >= Q35_LOWMEM_THRESHOLD else mem
+    table = [
+        E820Entry(0, 0x9FC00, E820_TYPE_RAM),
+        E820Entry(0x9FC00, 0xA0000 - 0x9FC00, E820_TYPE_RESERVED),
+        E820Entry(0xF0000, 0x100000 - 0xF0000, E820_TYPE_RESERVED),
+        E820Entry(SZ_1M, lowmem - SZ_1M, E820_TYPE_RAM),
+    ]
+    if mem > lowmem:
+        table.append(E820Entry(SZ_4G, mem - lowmem, E820_TYPE_RAM))
+    return table
+
+
+def ram_spans(mem: int) -> list[tuple[int, int]]:
+    """Address spans RAM occupies ([0, lowmem) and [4 GiB, ...)), legacy holes included."""
+    lowmem = SZ_2G if mem >= Q35_LOWMEM_THRESHOLD else mem
+    spans = [(0, lowmem)]
+    if mem > lowmem:
+        spans.append((SZ_4G, SZ_4G + mem - lowmem))
+    return spans
+
+
+def numa_memblks(mem: int, nodes: int) -> list[NumaMemblk]:
+    """SRAT: node i owns the i-th share of RAM, counted in address order."""
+    share = mem // nodes
+    blks: list[NumaMemblk] = []
+    nid, left = 0, share
+    for start, end in ram_spans(mem):
+        while start < end:
+            take = end - start if nid == nodes - 1 else min(left, end - start)
+            blks.append(NumaMemblk(start, start + take, nid))
+            start += take
+            left -= take
+            if left == 0 and nid < nodes - 1:
+                nid, left = nid + 1, share
+    return blks
+
+
+class Machine:
+    """A box with RAM and firmware; `boot()` cold-boots it, `kexec()` reboots into the loaded image."""
+
+    def __init__(self, mem: int | str = "8G", nodes: int = 2, cmdline: str = "",
+                 kernel_version: str = "6.16", scrub: bool = False, test_kho: bool = False,
+                 kernel_size: int | str = SZ_32M, initrd: bytes | None = None, seed: int = 0) -> None:
+        self.mem = _size(mem)
+        if nodes < 1 or self.mem // nodes < 128 * SZ_1M:
+            raise ValueError(f"{nodes} NUMA nodes need at least 128 MiB of RAM each")
+        self.nodes = nodes
+        self.cmdline = cmdline
+        self.kernel_version = kernel_version
+        self.kernel_size = _size(kernel_size)
+        self.initrd = initrd
+        # Simulator knobs, not kernel state: poison reusable memory; build every kernel
+        # with CONFIG_TEST_KEXEC_HANDOVER.
+        self.scrub = scrub
+        self.test_kho = test_kho
+        self.e820 = q35_e820(self.mem)
+        self.srat = numa_memblks(self.mem, nodes)
+        self.physmem = PhysMem(ram_spans(self.mem)[-1][1])
+        # The hardware random number generator (get_random_u32 and friends).
+        self.rng = random.Random(seed)
+        self.kernel: Kernel | None = None
+        self.generation = 0
+
+    def boot(self) -> Kernel:
+        """Power on: firmware and boot loader put the kernel, its command line and boot_params in RAM."""
+        load_addr, boot_params = write_cold_boot(
+            self.physmem, self.e820, self.cmdline, self.kernel_version, self.kernel_size,
+            initrd=self.initrd)
+        self.generation = 0
+        return self._start(load_addr, boot_params)
+
+    def kexec(self) -> Kernel:
+        """reboot(LINUX_REBOOT_CMD_KEXEC): the old kernel copies the image in place and jumps."""
+        if self.kernel is None:
+            raise RuntimeError("the machine has not been booted")
+        load_addr, boot_params = self.kernel.machine_kexec()
+        self.kernel = None
+        self.generation += 1
+        return self._start(load_addr, boot_params)
+
+    def _start(self, load_addr: int, boot_params: int) -> Kernel:
+        info = read_kernel_info(self.physmem, load_addr)
+        if info is None:
+            raise RuntimeError(f"no bootable kernel at {load_addr:#x}")
+        self.kernel = Kernel(self, info, load_addr, boot_params)
+        self.kernel.start_kernel()
+        return self.kernel

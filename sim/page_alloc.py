@@ -1,0 +1,146 @@
+"""The page allocator memblock hands memory to at memblock_free_all().
+
+A 1 TiB machine has 268M pages, so free memory is kept as sorted pfn ranges,
+never as per-page objects.  Pageblocks marked MIGRATE_CMA (the KHO scratch
+areas) only serve movable allocations, which is what lets the next kernel reuse
+scratch without meeting unmovable kernel data there.  struct page state that
+KHO needs (page->private of preserved pages) is kept sparsely by pfn.
+"""
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+
+from sim.physmem import PhysMem
+from sim.sizes import MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE, pageblock_order
+
+pageblock_nr_pages = 1 << pageblock_order
+# The byte a scrubbing machine lays over memory the kernel may reuse (PAGE_POISON_PATTERN).
+PAGE_POISON = 0xAA
+
+
+@dataclass(frozen=True)
+class Folio:
+    """A naturally aligned block of 2**order pages."""
+
+    pfn: int
+    order: int
+
+    @property
+    def phys(self) -> int:
+        return self.pfn << PAGE_SHIFT
+
+    @property
+    def size(self) -> int:
+        return PAGE_SIZE << self.order
+
+
+class _Ranges:
+    """Sorted, disjoint, merged [start, end) pfn ranges."""
+
+    def __init__(self) -> None:
+        self.start: list[int] = []
+        self.end: list[int] = []
+
+    def add(self, s: int, e: int) -> None:
+        i = bisect_left(self.end, s)          # first range ending at or after s
+        j = bisect_right(self.start, e)       # first range starting after e
+        if i < j:
+            s = min(s, self.start[i])
+            e = max(e, self.end[j - 1])
+        self.start[i:j] = [s]
+        self.end[i:j] = [e]
+
+    def remove(self, s: int, e: int) -> None:
+        i = bisect_right(self.end, s)
+        j = bisect_left(self.start, e)
+        keep_s, keep_e = [], []
+        if i < j and self.start[i] < s:
+            keep_s.append(self.start[i])
+            keep_e.append(s)
+        if i < j and self.end[j - 1] > e:
+            keep_s.append(e)
+            keep_e.append(self.end[j - 1])
+        self.start[i:j] = keep_s
+        self.end[i:j] = keep_e
+
+    def overlapping(self, s: int, e: int) -> list[tuple[int, int]]:
+        i = bisect_right(self.end, s)
+        out = []
+        while i < len(self.start) and self.start[i] < e:
+            out.append((max(s, self.start[i]), min(e, self.end[i])))
+            i += 1
+        return out
+
+    def contains(self, s: int, e: int) -> bool:
+        i = bisect_right(self.end, s)
+        return i < len(self.start) and self.start[i] <= s and e <= self.end[i]
+
+    def total(self) -> int:
+        return sum(e - s for s, e in zip(self.start, self.end, strict=True))
+
+    def __iter__(self):
+        return iter(zip(self.start, self.end, strict=True))
+
+
+class PageAllocator:
+    """Buddy-allocator behaviour at the granularity the simulation needs."""
+
+    def __init__(self, physmem: PhysMem, scrub: bool = False) -> None:
+        self._physmem = physmem
+        self._scrub = scrub
+        self._free = _Ranges()
+        self._cma = _Ranges()
+        # page->private of pages KHO handed over, by pfn.
+        self.page_private: dict[int, int] = {}
+        self.totalram_pages = 0
+
+    def set_pageblock_migratetype_cma(self, start_pfn: int, end_pfn: int) -> None:
+        """set_pageblock_migratetype(MIGRATE_CMA) for every pageblock of [start_pfn, end_pfn)."""
+        s = start_pfn & ~(pageblock_nr_pages - 1)
+        e = -(-end_pfn // pageblock_nr_pages) * pageblock_nr_pages
+        self._cma.add(s, e)
+
+    def is_migrate_cma(self, pfn: int) -> bool:
+        return self._cma.contains(pfn, pfn + 1)
+
+    def free_pages_memory(self, start_pfn: int, end_pfn: int) -> None:
+        """__free_pages_memory(): memory leaves memblock for good; a scrubbing machine poisons it now."""
+        if start_pfn >= end_pfn:
+            return
+        if self._scrub:
+            self._physmem.fill(start_pfn << PAGE_SHIFT, (end_pfn - start_pfn) << PAGE_SHIFT, PAGE_POISON)
+        self._free.add(start_pfn, end_pfn)
+        self.totalram_pages += end_pfn - start_pfn
+
+    def alloc_pages(self, order: int, movable: bool = False) -> Folio | None:
+        """The highest free naturally aligned block; unmovable requests never take CMA pageblocks."""
+        if not 0 <= order <= MAX_PAGE_ORDER:
+            return None
+        n = 1 << order
+        for s, e in reversed(list(self._free)):
+            pieces = [(s, e)] if movable else self._without_cma(s, e)
+            for ps, pe in reversed(pieces):
+                pfn = (pe - n) & ~(n - 1)
+                if pfn >= ps and pfn + n <= pe:
+                    self._free.remove(pfn, pfn + n)
+                    return Folio(pfn, order)
+        return None
+
+    def _without_cma(self, s: int, e: int) -> list[tuple[int, int]]:
+        pieces, cur = [], s
+        for cs, ce in self._cma.overlapping(s, e):
+            if cur < cs:
+                pieces.append((cur, cs))
+            cur = ce
+        if cur < e:
+            pieces.append((cur, e))
+        return pieces
+
+    def free_folio(self, folio: Folio) -> None:
+        self._free.add(folio.pfn, folio.pfn + (1 << folio.order))
+
+    def is_free(self, pfn: int, nr_pages: int = 1) -> bool:
+        return bool(self._free.overlapping(pfn, pfn + nr_pages))
+
+    def nr_free_pages(self) -> int:
+        return self._free.total()
