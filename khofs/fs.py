@@ -95,6 +95,7 @@ class _Handle:
     content: bytes | None = None       # snapshot served to this reader (no torn blobs)
     request: bytearray = field(default_factory=bytearray)   # control channel: the call
     reply: bytes | None = None                              # control channel: its result
+    reply_pos: int = 0              # the reply is read sequentially, whatever the file position
 
 
 def _gid(name: str) -> int:
@@ -265,7 +266,9 @@ class KhoFs(mfusepy.Operations):
         if handle.path == SYSCALL_PATH:
             if handle.reply is None:
                 handle.reply = self._call(bytes(handle.request))
-            return handle.reply[offset:offset + size]
+            chunk = handle.reply[handle.reply_pos:handle.reply_pos + size]
+            handle.reply_pos += len(chunk)
+            return chunk
         if handle.dentry is not None:
             dentry = self._live_dentry(handle)
             if handle.content is None or (offset == 0 and not isinstance(dentry, Blob)):

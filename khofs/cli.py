@@ -1,0 +1,276 @@
+"""`khofs`: boot a simulated machine and put its kernel files where a real box has them.
+
+    khofs mount MOUNTPOINT [machine options] [-f]   serve the machine's tree (a daemon unless -f)
+    khofs umount MOUNTPOINT                         unmount it (also after the daemon was killed)
+    khofs run [machine options] -- CMD ARGS...      CMD sees the machine at the real paths
+    khofs shell [machine options]                   `run -- bash -i`
+    khofs mkimage OUT [--kernel-version V] [--cmdline S]   a bzImage to kexec into
+    khofs dmesg                                     the kernel log (the `dmesg` inside `run`)
+
+`run` re-executes itself under `unshare -m --propagation private`, so its bind
+mounts (/sys/kernel, /proc/cmdline, /proc/iomem, /dev/mem) exist only for CMD
+and vanish with it: the host's mount table is never touched.
+"""
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from khofs.fs import DMESG_PATH, serve
+
+_IN_NAMESPACE = "KHOFS_IN_PRIVATE_MOUNT_NS"
+_MOUNT_WAIT_S = 10.0
+
+# What `khofs run` binds over the host's files: (path in the mount, path on the box).
+BINDS = (("sys/kernel", "/sys/kernel"), ("proc/cmdline", "/proc/cmdline"),
+         ("proc/iomem", "/proc/iomem"), ("dev/mem", "/dev/mem"))
+
+
+class CliError(Exception):
+    """A failure to report as one line, `khofs: ...`, with exit status 1."""
+
+
+def _machine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("machine options (as sim.machine.Machine)")
+    g.add_argument("--mem", default="8G", help="RAM size, memparse syntax (default 8G)")
+    g.add_argument("--nodes", type=int, default=2, help="NUMA nodes (default 2)")
+    g.add_argument("--cmdline", default="", help="the boot loader's kernel command line")
+    g.add_argument("--kernel-version", default="6.16", help="6.16 (default), 6.17 or 6.18")
+    g.add_argument("--scrub", action="store_true", help="poison memory a kernel did not preserve")
+    g.add_argument("--test-kho", action="store_true", help="build kernels with CONFIG_TEST_KEXEC_HANDOVER")
+
+
+def _boot(args: argparse.Namespace) -> Any:
+    from sim.machine import Machine  # late: `mkimage` and `umount` need no kernel
+    machine = Machine(mem=args.mem, nodes=args.nodes, cmdline=args.cmdline,
+                      kernel_version=args.kernel_version, scrub=args.scrub, test_kho=args.test_kho)
+    machine.boot()
+    return machine
+
+
+def _wait_mounted(mountpoint: str, alive: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + _MOUNT_WAIT_S
+    while not os.path.ismount(mountpoint):
+        if not alive():
+            raise CliError(f"cannot mount {mountpoint}: the FUSE server stopped")
+        if time.monotonic() > deadline:
+            raise CliError(f"cannot mount {mountpoint}: no mount after {_MOUNT_WAIT_S:.0f} s")
+        time.sleep(0.02)
+
+
+def _fusermount_u(mountpoint: str) -> None:
+    """Unmount; a dead server's mount ("Transport endpoint is not connected") needs a lazy one."""
+    first = subprocess.run(["fusermount", "-u", mountpoint], capture_output=True, text=True)
+    if first.returncode == 0:
+        return
+    lazy = subprocess.run(["fusermount", "-uz", mountpoint], capture_output=True, text=True)
+    if lazy.returncode != 0:
+        message = (first.stderr or lazy.stderr).strip().splitlines() or ["fusermount failed"]
+        raise CliError(f"cannot unmount {mountpoint}: {message[-1]}")
+
+
+# -- mount / umount --
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    if not os.path.isdir(mountpoint):
+        raise CliError(f"cannot mount {args.mountpoint}: not a directory")
+    machine = _boot(args)
+    if args.foreground:
+        serve(machine, mountpoint)
+        return 0
+    pid = os.fork()
+    if pid == 0:                                    # the daemon
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        log = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if args.log else null
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.dup2(log, 2)
+        status = 0
+        try:
+            serve(machine, mountpoint)
+        except BaseException as e:                  # noqa: BLE001 - report, never a traceback
+            print(f"khofs: {type(e).__name__}: {e}", file=sys.stderr)
+            status = 1
+        os._exit(status)
+
+    def alive() -> bool:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+
+    _wait_mounted(mountpoint, alive)
+    return 0
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    _fusermount_u(os.path.abspath(args.mountpoint))
+    return 0
+
+
+# -- run / shell --
+
+def _shim_dir(root: str) -> str:
+    """`kexec` and `dmesg` for CMD's PATH: thin scripts that run our clones with this Python."""
+    shims = tempfile.mkdtemp(prefix="khofs-bin-")
+    pythonpath = str(Path(__file__).resolve().parent.parent)
+    for name, module in (("kexec", "khofs.kexec"), ("dmesg", "khofs.cli dmesg")):
+        path = os.path.join(shims, name)
+        with open(path, "w") as f:
+            f.write(f"#!/bin/sh\nPYTHONPATH={shlex.quote(pythonpath)}${{PYTHONPATH:+:$PYTHONPATH}} "
+                    f"exec {shlex.quote(sys.executable)} -m {module} \"$@\"\n")
+        os.chmod(path, 0o755)
+    return shims
+
+
+def _in_private_namespace(argv: list[str]) -> None:
+    """Re-exec `khofs run ...` in a private mount namespace; returns only if we are in one already."""
+    if os.environ.pop(_IN_NAMESPACE, None) == "1":
+        return
+    env = dict(os.environ, **{_IN_NAMESPACE: "1"})
+    command = ["unshare", "-m", "--propagation", "private", sys.executable, "-m", "khofs.cli", *argv]
+    try:
+        os.execvpe("unshare", command, env)
+    except OSError as e:
+        raise CliError(f"cannot run unshare: {e.strerror}") from None
+
+
+def _run(args: argparse.Namespace, command: list[str], argv: list[str]) -> int:
+    _in_private_namespace(argv)
+    machine = _boot(args)
+    root = tempfile.mkdtemp(prefix="khofs-root-")
+    failure: list[BaseException] = []
+
+    def server() -> None:
+        try:
+            serve(machine, root)
+        except BaseException as e:                  # noqa: BLE001 - reported by the main thread
+            failure.append(e)
+
+    thread = threading.Thread(target=server, name="khofs-fuse", daemon=True)
+    thread.start()
+    bound: list[str] = []
+    shims = ""
+    try:
+        _wait_mounted(root, thread.is_alive)
+        for inside, target in BINDS:
+            done = subprocess.run(["mount", "--bind", os.path.join(root, inside), target],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise CliError(f"cannot bind {target}: {done.stderr.strip()}")
+            bound.append(target)
+        shims = _shim_dir(root)
+        env = dict(os.environ, KHOFS_ROOT=root, PATH=f"{shims}:{os.environ.get('PATH', '')}")
+        try:
+            status = subprocess.run(command, env=env).returncode
+        except OSError as e:
+            raise CliError(f"cannot run {command[0]}: {e.strerror}") from None
+        return status if status >= 0 else 128 - status
+    finally:
+        for target in reversed(bound):
+            subprocess.run(["umount", "-l", target], capture_output=True)
+        if os.path.ismount(root):
+            _fusermount_u(root)
+        thread.join(_MOUNT_WAIT_S)
+        for path in (shims and os.path.join(shims, "kexec"), shims and os.path.join(shims, "dmesg")):
+            if path:
+                os.unlink(path)
+        for path in (shims, root):
+            if path:
+                os.rmdir(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise CliError("run: no command given (khofs run [options] -- CMD ARGS...)")
+    return _run(args, command, args.argv)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    return _run(args, ["bash", "-i"], args.argv)
+
+
+# -- mkimage / dmesg --
+
+def cmd_mkimage(args: argparse.Namespace) -> int:
+    from sim.bzimage import make_bzimage
+    image = make_bzimage(kernel_version=args.kernel_version, cmdline=args.cmdline)
+    with open(args.out, "wb") as f:
+        f.write(image)
+    return 0
+
+
+def cmd_dmesg(args: argparse.Namespace) -> int:
+    path = os.path.join(os.environ.get("KHOFS_ROOT", "/run/khofs"), DMESG_PATH.lstrip("/"))
+    try:
+        with open(path, "rb") as f:
+            log = f.read()
+    except OSError as e:
+        raise CliError(f"dmesg: cannot read the kernel log at {path}: {e.strerror} (is KHOFS_ROOT set?)") \
+            from None
+    sys.stdout.buffer.write(log)
+    sys.stdout.flush()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="khofs", description="A simulated Linux 6.16 machine with KHO, "
+                                "its kernel files served through FUSE.")
+    sub = p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+
+    m = sub.add_parser("mount", help="serve a freshly booted machine at MOUNTPOINT")
+    m.add_argument("mountpoint")
+    m.add_argument("-f", "--foreground", action="store_true", help="serve in the foreground")
+    m.add_argument("--log", help="daemon's stderr (default: discarded)")
+    _machine_options(m)
+    m.set_defaults(func=cmd_mount)
+
+    u = sub.add_parser("umount", help="unmount a khofs mount (also one whose daemon died)")
+    u.add_argument("mountpoint")
+    u.set_defaults(func=cmd_umount)
+
+    r = sub.add_parser("run", help="run CMD with the machine's files at /sys/kernel, /proc, /dev/mem")
+    _machine_options(r)
+    r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("shell", help="an interactive bash on the machine (run -- bash -i)")
+    _machine_options(s)
+    s.set_defaults(func=cmd_shell)
+
+    i = sub.add_parser("mkimage", help="write a bootable bzImage of the simulated kernel")
+    i.add_argument("out")
+    i.add_argument("--kernel-version", default="6.16")
+    i.add_argument("--cmdline", default="", help="built-in command line (CONFIG_CMDLINE)")
+    i.set_defaults(func=cmd_mkimage)
+
+    d = sub.add_parser("dmesg", help="print the kernel log of the machine at $KHOFS_ROOT")
+    d.set_defaults(func=cmd_dmesg)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    args.argv = argv                                # `run` re-executes itself with these
+    try:
+        return int(args.func(args))
+    except CliError as e:
+        print(f"khofs: {e}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"khofs: {e}", file=sys.stderr)
+    except Exception as e:                          # noqa: BLE001 - one line, never a traceback
+        print(f"khofs: {type(e).__name__}: {e}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
