@@ -133,7 +133,12 @@ class KexecHost(Protocol):
     def kho(self) -> KhoHooks: ...
 
     def system_ram(self) -> list[tuple[int, int]]:
-        """Ranges [start, end) the placement search walks, ascending."""
+        """Ranges [start, end) the placement search walks (highest first when top-down), ascending.
+
+        Without CONFIG_ARCH_KEEP_MEMBLOCK Linux walks the "System RAM" resources; with
+        it (the simulated TDX-host config, spec 12.6) kexec_walk_memblock() walks
+        memblock's free ranges (memory minus reserved).  The host decides which.
+        """
         ...
 
 
