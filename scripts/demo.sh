@@ -1,0 +1,10 @@
+#!/bin/bash
+# The main demo, for a fresh Debian machine as root: install, boot a simulated 8 GiB,
+# 2-node machine with KHO, walk the KHO workflow at the real paths, clean up.
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bash "$top/scripts/setup.sh"
+export PATH="$top/.venv/bin:$PATH"
+exec khofs run --mem 8G --nodes 2 \
+    --cmdline "kho=on kho_scratch=16M,512M,256M reserve_mem=64m:4k:n1" \
+    -- bash "$top/scripts/kho-workflow.sh"
