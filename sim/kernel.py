@@ -91,7 +91,7 @@ class Kernel:
         self.boot_command_line = ""
         self.saved_command_line = ""
         self.e820_table: list[E820Entry] = []
-        self.e820_table_firmware: list[E820Entry] = []
+        self.e820_table_kexec: list[E820Entry] = []
         self.online_nodes: list[int] = []
         self.booted = False
 
@@ -112,12 +112,13 @@ class Kernel:
     def setup_arch(self) -> None:
         """x86 setup_arch(), reduced to what memblock and KHO observe, in the kernel's order."""
         bp = BootParams.read(self.physmem, self.boot_params_phys)   # copy_bootdata()
-        self.boot_command_line = apply_builtin_cmdline(self.info.builtin_cmdline,
-                                                       read_boot_command_line(self.physmem, bp))
-        self.saved_command_line = self.boot_command_line
+        bootloader = read_boot_command_line(self.physmem, bp)
         self.printk.log(f"Linux version {self.info.release} (khofs@khofs) #1 SMP PREEMPT_DYNAMIC",
                         LOGLEVEL_NOTICE)
-        self.printk.pr_info(f"Command line: {self.boot_command_line}")
+        # Printed before CONFIG_CMDLINE is merged in, so only the boot loader's part shows.
+        self.printk.pr_info(f"Command line: {bootloader}")
+        self.boot_command_line = apply_builtin_cmdline(self.info.builtin_cmdline, bootloader)
+        self.saved_command_line = self.boot_command_line
         self.early_reserve_memory(bp)
         self.e820__memory_setup(bp)
         self.parse_setup_data(bp)
@@ -147,7 +148,7 @@ class Kernel:
             self.memblock.reserve(sd.phys, 16 + sd.len)
 
     def e820__memory_setup(self, bp: BootParams) -> None:
-        self.e820_table_firmware = list(bp.e820_table)
+        self.e820_table_kexec = list(bp.e820_table)
         self.e820_table = list(bp.e820_table)
         self.printk.pr_info("BIOS-provided physical RAM map:")
         self.e820__print_table("BIOS-e820")
@@ -339,9 +340,13 @@ class Kernel:
     def pfn_to_online_page(self, pfn: int) -> bool:
         return self.memblock.is_memory(pfn << PAGE_SHIFT)
 
-    def system_ram(self) -> list[tuple[int, int]]:
-        """The "System RAM" resources of /proc/iomem, [start, end)."""
-        return [(e.addr, e.addr + e.size) for e in self.e820_table if e.type == E820_TYPE_RAM]
+    def kexec_walk_memblock(self) -> list[tuple[int, int]]:
+        """Where kexec_file may place segments when KHO does not decide: memory minus reserved."""
+        return [(s, e) for s, e, _ in self.memblock.for_each_free_mem_range(NUMA_NO_NODE, MEMBLOCK_NONE)]
+
+    @property
+    def totalram_pages(self) -> int:
+        return self.page_alloc.totalram_pages
 
     def iomem(self) -> str:
         """/proc/iomem: the e820 map, with the kernel image nested in the RAM that holds it."""

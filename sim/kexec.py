@@ -127,17 +127,21 @@ class KexecHost(Protocol):
     def printk(self) -> Printk: ...
 
     @property
-    def e820_table(self) -> list[E820Entry]: ...
-
-    @property
     def kho(self) -> KhoHooks: ...
 
-    def system_ram(self) -> list[tuple[int, int]]:
-        """Ranges [start, end) the placement search walks (highest first when top-down), ascending.
+    @property
+    def e820_table_kexec(self) -> list[E820Entry]:
+        """The firmware map as this kernel received it, for the next kernel's boot params."""
+        ...
 
-        Without CONFIG_ARCH_KEEP_MEMBLOCK Linux walks the "System RAM" resources; with
-        it (the simulated TDX-host config, spec 12.6) kexec_walk_memblock() walks
-        memblock's free ranges (memory minus reserved).  The host decides which.
+    @property
+    def totalram_pages(self) -> int: ...
+
+    def kexec_walk_memblock(self) -> list[tuple[int, int]]:
+        """memblock's free ranges [start, end), ascending, that kexec_walk_memblock() visits.
+
+        x86 with CONFIG_ARCH_KEEP_MEMBLOCK (the simulated TDX-host config, spec 12.6)
+        searches memory minus memblock.reserved rather than the "System RAM" resources.
         """
         ...
 
@@ -301,7 +305,7 @@ class Kexec:
         if kbuf.image.is_crash:
             ret = locate_mem_hole_callback(self.crashk_res[0], self.crashk_res[1], kbuf)
         else:
-            ranges = self.host.system_ram()
+            ranges = self.host.kexec_walk_memblock()
             for start, end in (reversed(ranges) if kbuf.top_down else ranges):
                 if end <= start:
                     continue
@@ -429,8 +433,7 @@ class Kexec:
         for seg in image.segments:
             if seg.bufsz > seg.memsz:
                 return -errno.EINVAL
-        # totalram_pages(): approximated by the RAM the placement search sees.
-        nr_pages = sum(end - start for start, end in self.host.system_ram()) // PAGE_SIZE
+        nr_pages = self.host.totalram_pages
         total = 0
         for seg in image.segments:
             pages = (seg.memsz + PAGE_SIZE - 1) // PAGE_SIZE
@@ -557,7 +560,7 @@ class Kexec:
         # hardware_subarch, screen_info, ACPI RSDP, EDD: all zero on the simulated PC.
         bp.ext_mem_k = 0
         bp.alt_mem_k = 0
-        table = list(self.host.e820_table)[:E820_MAX_ENTRIES_ZEROPAGE]
+        table = list(self.host.e820_table_kexec)[:E820_MAX_ENTRIES_ZEROPAGE]
         bp.e820_table = table
         bp.e820_entries = len(table)
         self.kexec_dprintk(_PR_BZ + "E820 memmap:")

@@ -87,11 +87,12 @@ class Host:
     def __init__(self, e820: list[E820Entry], kho: KhoOff | KhoOn | None = None) -> None:
         self.physmem = PhysMem(max(e.addr + e.size for e in e820))
         self.printk = Printk()
-        self.e820_table = e820
+        self.e820_table_kexec = e820
         self.kho: KhoOff | KhoOn = kho or KhoOff()
+        self.totalram_pages = sum(e.size for e in e820 if e.type == E820_TYPE_RAM) // PAGE_SIZE
 
-    def system_ram(self) -> list[tuple[int, int]]:
-        return sorted((e.addr, e.addr + e.size) for e in self.e820_table if e.type == E820_TYPE_RAM)
+    def kexec_walk_memblock(self) -> list[tuple[int, int]]:
+        return sorted((e.addr, e.addr + e.size) for e in self.e820_table_kexec if e.type == E820_TYPE_RAM)
 
 
 def q35(mem: int) -> list[E820Entry]:
@@ -318,7 +319,7 @@ def test_boot_params_for_the_next_kernel(host: Host) -> None:
     bp = BootParams.read(host.physmem, bp_phys)
     assert bp.header == b"HdrS" and bp.version == 0x020F
     assert bp.type_of_loader == 0xD0 and bp.loadflags == 0
-    assert bp.e820_table == host.e820_table and bp.e820_entries == 4
+    assert bp.e820_table == host.e820_table_kexec and bp.e820_entries == 4
     assert bp.cmd_line_phys == bp_phys + 4096
     assert read_boot_command_line(host.physmem, bp) == "root=/dev/vda"
     assert (bp.ramdisk_phys, bp.ramdisk_len) == (image.segments[3].mem, 9000)
