@@ -5,6 +5,7 @@ set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$top/scripts/setup.sh"
 export PATH="$top/.venv/bin:$PATH"
-exec khofs run --mem 8G --nodes 2 \
+# --scrub poisons whatever the new kernel may reuse, so only truly preserved memory survives.
+exec khofs run --mem 8G --nodes 2 --scrub --test-kho \
     --cmdline "kho=on kho_scratch=16M,512M,256M reserve_mem=64m:4k:n1" \
     -- bash "$top/scripts/kho-workflow.sh"

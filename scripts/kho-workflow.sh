@@ -11,20 +11,25 @@ dmesg | grep KHO
 step "the scratch areas the next kernel will boot from"
 paste /sys/kernel/debug/kho/out/scratch_phys /sys/kernel/debug/kho/out/scratch_len
 
-step "reserve_mem=64m:4k:n1: the only 64 MiB range in memblock/reserved"
-while read -r _ range _; do
-    (( ${range##*..} - ${range%%..*} + 1 == 64 * 1024 * 1024 )) && n1=$(( ${range%%..*} ))
-done < /sys/kernel/debug/memblock/reserved
-printf 'n1 at %#x\n' "$n1"
-mem=/dev/mem; [ -f $mem ] || mem=$KHOFS_ROOT/dev/mem   # no /dev/mem to bind over in a container
-head -c 4096 /dev/urandom > "$work/pattern"
-dd if="$work/pattern" of=$mem bs=4096 seek=$((n1 / 4096)) conv=notrunc status=none
-echo "wrote 4 KiB of random bytes at n1 through $mem"
-
 step "echo 1 > /sys/kernel/debug/kho/out/finalize"
 echo 1 > /sys/kernel/debug/kho/out/finalize
 dtc -I dtb -O dts /sys/kernel/debug/kho/out/fdt
 dtc -I dtb -O dts /sys/kernel/debug/kho/out/sub_fdts/memblock
+
+step "where reserve_mem=64m:4k:n1 lives: the memblock sub-FDT (native-endian u64 start/size)"
+le_u64() {  # fdtget -t bx prints the property's bytes; KHO stores u64 little-endian
+    local -a b; read -r -a b < <(fdtget -t bx "$1" "$2" "$3")
+    local hex=""; for ((i = ${#b[@]} - 1; i >= 0; i--)); do hex+=$(printf '%02x' "0x${b[i]}"); done
+    echo $((16#$hex))
+}
+memblock_fdt=/sys/kernel/debug/kho/out/sub_fdts/memblock
+n1=$(le_u64 $memblock_fdt /n1 start)
+n1_size=$(le_u64 $memblock_fdt /n1 size)
+printf 'n1 at %#x, %d MiB\n' "$n1" $((n1_size >> 20))
+mem=/dev/mem; [ -c $mem ] || mem=$KHOFS_ROOT/dev/mem   # no /dev/mem to bind over in a container
+head -c "$n1_size" /dev/urandom > "$work/pattern"
+dd if="$work/pattern" of=$mem bs=1M seek=$((n1 >> 20)) conv=notrunc status=none
+echo "wrote $((n1_size >> 20)) MiB of random bytes at n1 through $mem"
 
 step "kexec -l Image -s --reuse-cmdline && kexec -e"
 khofs mkimage "$work/Image"
@@ -33,7 +38,7 @@ kexec -e
 
 step "the new kernel: dtc /sys/kernel/debug/kho/in/fdt"
 dtc -I dtb -O dts /sys/kernel/debug/kho/in/fdt
-dmesg | grep -E "KHO|Revived"
+dmesg | grep -E "KHO|Revived|test_kho"
 step "n1 after the kexec"
-dd if=$mem bs=4096 skip=$((n1 / 4096)) count=1 status=none | cmp - "$work/pattern" \
-    && echo "n1 holds the same 4096 bytes: the memory survived the kexec"
+dd if=$mem bs=1M skip=$((n1 >> 20)) count=$((n1_size >> 20)) status=none | cmp - "$work/pattern" \
+    && echo "n1 holds the same $((n1_size >> 20)) MiB: the memory survived the kexec"
