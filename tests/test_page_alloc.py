@@ -1,0 +1,56 @@
+"""sim.page_alloc: free memory as ranges; CMA (scratch) pageblocks only for movable requests."""
+
+from sim.page_alloc import PAGE_POISON, Folio, PageAllocator
+from sim.physmem import PhysMem
+
+
+def allocator(scrub: bool = False) -> PageAllocator:
+    return PageAllocator(PhysMem(1 << 30), scrub=scrub)
+
+
+def test_blocks_are_naturally_aligned_and_taken_from_the_top() -> None:
+    pa = allocator()
+    pa.free_pages_memory(1, 1000)
+    assert pa.alloc_pages(0) == Folio(999, 0)
+    assert pa.alloc_pages(3) == Folio(984, 3)          # 992..999 is not free any more
+    assert pa.nr_free_pages() == 999 - 1 - 8
+
+
+def test_exhaustion_returns_none_and_free_restores() -> None:
+    pa = allocator()
+    pa.free_pages_memory(16, 24)
+    f = pa.alloc_pages(3)
+    assert f == Folio(16, 3)
+    assert pa.alloc_pages(0) is None
+    pa.free_folio(f)
+    assert pa.alloc_pages(2) == Folio(20, 2)
+
+
+def test_unmovable_requests_never_get_cma_pageblocks() -> None:
+    pa = allocator()
+    pa.free_pages_memory(0, 4096)
+    pa.set_pageblock_migratetype_cma(2048, 4096)        # the top half is scratch
+    f = pa.alloc_pages(9)
+    assert f == Folio(1536, 9) and not pa.is_migrate_cma(f.pfn)
+    assert pa.alloc_pages(9, movable=True) == Folio(3584, 9)
+
+
+def test_cma_marking_rounds_to_whole_pageblocks() -> None:
+    pa = allocator()
+    pa.set_pageblock_migratetype_cma(700, 701)
+    assert pa.is_migrate_cma(512) and pa.is_migrate_cma(1023)
+    assert not pa.is_migrate_cma(511) and not pa.is_migrate_cma(1024)
+
+
+def test_orders_above_max_page_order_are_refused() -> None:
+    pa = allocator()
+    pa.free_pages_memory(0, 1 << 12)
+    assert pa.alloc_pages(11) is None and pa.alloc_pages(-1) is None
+
+
+def test_a_scrubbing_machine_poisons_memory_as_it_is_freed() -> None:
+    pa = allocator(scrub=True)
+    pa._physmem.write(0x5000, b"secret")
+    pa.free_pages_memory(5, 6)
+    assert pa._physmem.read(0x5000, 6) == bytes([PAGE_POISON]) * 6
+    assert pa.totalram_pages == 1

@@ -1,0 +1,75 @@
+"""sim.physmem: sparse RAM whose cost follows what is touched, not its size."""
+
+import pytest
+
+from sim.physmem import PhysMem
+
+TiB = 1 << 40
+
+
+def test_unwritten_memory_reads_zero_and_costs_nothing() -> None:
+    mem = PhysMem(TiB)
+    assert mem.read(TiB - 16, 16) == bytes(16)
+    assert mem.read(123 << 30, 3 * 4096 + 7) == bytes(3 * 4096 + 7)
+    assert mem.materialized_pages == 0
+
+
+def test_write_materialises_only_the_pages_it_touches() -> None:
+    mem = PhysMem(TiB)
+    mem.write(0x1000 - 3, b"abcdef")                 # straddles two pages
+    assert mem.materialized_pages == 2
+    assert mem.read(0x1000 - 5, 10) == b"\0\0abcdef\0\0"
+
+
+def test_fill_is_a_run_not_pages() -> None:
+    mem = PhysMem(TiB)
+    mem.fill(0, TiB, 0xAA)
+    assert mem.materialized_pages == 0
+    assert mem.read(TiB // 2 - 2, 4) == b"\xaa" * 4
+    mem.write(4096 * 10 + 1, b"x")                   # a write on top of a fill keeps the fill around it
+    assert mem.read(4096 * 10, 3) == b"\xaax\xaa"
+    assert mem.materialized_pages == 1
+
+
+def test_fill_over_written_pages_and_partial_pages() -> None:
+    mem = PhysMem(1 << 30)
+    mem.write(0x2000, b"y" * 0x3000)                  # pages 2, 3, 4
+    mem.fill(0x2800, 0x1000, 0x55)                    # half of page 2, half of page 3
+    assert mem.read(0x27FF, 3) == b"yUU"
+    assert mem.read(0x37FE, 3) == b"UUy"
+    mem.fill(0x2000, 0x3000, 0x11)                    # covers all three: they stop costing memory
+    assert mem.materialized_pages == 0
+    assert mem.read(0x1FFF, 0x3002) == b"\0" + b"\x11" * 0x3000 + b"\0"
+
+
+def test_overlapping_fills_keep_the_latest_value_and_zero_fill_forgets() -> None:
+    mem = PhysMem(1 << 20)
+    mem.fill(100, 100, 1)
+    mem.fill(150, 100, 2)
+    mem.fill(120, 10, 0)
+    assert mem.read(95, 160) == (b"\0" * 5 + b"\x01" * 20 + b"\0" * 10 + b"\x01" * 20
+                                 + b"\x02" * 100 + b"\0" * 5)
+
+
+@pytest.mark.parametrize(("phys", "n"), [(-1, 1), (0, (1 << 20) + 1), ((1 << 20) - 1, 2)])
+def test_out_of_range_access_is_a_clear_error(phys: int, n: int) -> None:
+    mem = PhysMem(1 << 20)
+    with pytest.raises(ValueError, match="outside RAM"):
+        mem.read(phys, n)
+    with pytest.raises(ValueError, match="outside RAM"):
+        mem.write(phys, b"\0" * max(n, 0))
+    with pytest.raises(ValueError, match="outside RAM"):
+        mem.fill(phys, n, 0)
+
+
+def test_fill_value_must_be_a_byte() -> None:
+    with pytest.raises(ValueError):
+        PhysMem(4096).fill(0, 1, 256)
+
+
+def test_u64_helpers_are_little_endian() -> None:
+    mem = PhysMem(4096)
+    mem.write_u64(8, 0x0102030405060708)
+    assert mem.read(8, 8) == bytes.fromhex("0807060504030201")
+    assert mem.read_u64(8) == 0x0102030405060708
+    assert mem.read_u32(8) == 0x05060708
