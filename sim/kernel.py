@@ -42,6 +42,7 @@ from sim.sizes import (
     PAGE_SIZE,
     PFN_DOWN,
     PFN_UP,
+    PHYS_ADDR_MAX,
     SZ_1M,
     SZ_2M,
     SZ_16M,
@@ -307,6 +308,7 @@ class Kernel:
         """Hand every free range to the page allocator; scratch-only mode ends here."""
         mb = self.memblock
         mb.clear_kho_scratch_only()
+        mb.clear_hotplug(0, PHYS_ADDR_MAX)       # free_low_memory_core_early(); its merge is visible
         for start, end, _nid in mb.for_each_free_mem_range(NUMA_NO_NODE, MEMBLOCK_NONE):
             self.page_alloc.free_pages_memory(PFN_UP(start), PFN_DOWN(end))
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from sim import fdt as libfdt
-from sim.kho import KEXEC_KHO_FINALIZE, NOTIFY_BAD, NOTIFY_DONE
+from sim.kho import KEXEC_KHO_FINALIZE, NOTIFY_BAD, NOTIFY_DONE, notifier_from_errno
 from sim.machine import Machine
 from sim.sizes import PAGE_SIZE
 
@@ -265,37 +265,30 @@ def test_failed_finalize_returns_the_notifier_errno_and_leaves_sub_fdts() -> Non
     assert k.kho.ser.track == {}
 
 
+def flood_root_fdt(k, report) -> None:
+    """A FINALIZE notifier adding subtrees until the one-page root FDT is full."""
+    def notifier(cmd: int, ser) -> int:
+        if cmd != KEXEC_KHO_FINALIZE:
+            return NOTIFY_DONE
+        err = 0
+        for i in range(300):
+            err = k.kho.kho_add_subtree(ser, f"subtree-with-a-long-name-{i}", 0x100000000)
+            if err:
+                break
+        return report(err)
+    k.kho.register_kho_notifier(notifier)
+
+
 def test_root_fdt_overflow_is_an_ored_libfdt_code_seen_as_esrch() -> None:
+    # test_kho-style notifiers turn any error into NOTIFY_BAD: EPERM.
     k = boot("kho=on")
-
-    def many_subtrees(cmd: int, ser) -> int:
-        if cmd != KEXEC_KHO_FINALIZE:
-            return NOTIFY_DONE
-        err = 0
-        for i in range(300):
-            err |= k.kho.kho_add_subtree(ser, f"subtree-with-a-long-name-{i}", 0x100000000)
-            if err:
-                break
-        return NOTIFY_BAD if err else NOTIFY_DONE
-
-    k.kho.register_kho_notifier(many_subtrees)
+    flood_root_fdt(k, lambda err: NOTIFY_BAD if err else NOTIFY_DONE)
     assert errno_of(k, b"1") == errno.EPERM
-    # A notifier that passes the libfdt code through notifier_from_errno surfaces -3 as ESRCH.
-    k2 = boot("kho=on")
-    from sim.kho import notifier_from_errno
-
-    def passthrough(cmd: int, ser) -> int:
-        if cmd != KEXEC_KHO_FINALIZE:
-            return NOTIFY_DONE
-        err = 0
-        for i in range(300):
-            err = k2.kho.kho_add_subtree(ser, f"subtree-with-a-long-name-{i}", 0x100000000)
-            if err:
-                break
-        return notifier_from_errno(err)
-
-    k2.kho.register_kho_notifier(passthrough)
-    assert errno_of(k2, b"1") == errno.ESRCH
+    # One passing the libfdt code through notifier_from_errno surfaces -FDT_ERR_NOSPACE (-3) as ESRCH.
+    k = boot("kho=on")
+    flood_root_fdt(k, notifier_from_errno)
+    assert errno_of(k, b"1") == errno.ESRCH
+    assert "KHO: Failed to convert KHO state tree: -3" in k.dmesg()
 
 
 def test_kho_scratch_shows_the_array_in_ram() -> None:
