@@ -165,8 +165,14 @@ class Kernel:
                 self.add_kho(sd.phys, sd.len + 16)
 
     def add_kho(self, phys: int, data_len: int) -> None:
-        addr, size = phys + 16, data_len - 16
-        if size < 32 or addr + size > self.physmem.size:
+        # data_len is a u32 (setup_data.len + 16), size a u64.  early_memremap() refuses only a
+        # zero or wrapping size or more than NR_FIX_BTMAPS (64) pages; it maps whole pages, so a
+        # short but non-zero len still lets add_kho() read all 32 bytes of struct kho_data.
+        # Outside simulated RAM counts as unmappable.
+        data_len &= 0xFFFFFFFF
+        addr, size = phys + 16, (data_len - 16) & 0xFFFFFFFFFFFFFFFF
+        pages = (PAGE_ALIGN(addr + size) - (addr & ~(PAGE_SIZE - 1))) >> PAGE_SHIFT
+        if not size or pages > 64 or max(addr + size, addr + 32) > self.physmem.size:
             self.printk.pr_warn(f"setup: failed to memremap kho data (0x{addr:x}, 0x{size:x})")
             return
         fdt_addr, fdt_size, scratch_addr, scratch_size = struct.unpack(
