@@ -21,6 +21,7 @@ from tests.kho_common import (
     finalize,
     greedy_split,
     hexlines,
+    image_reader,
     inside_any,
     kexec,
     kho_lines,
@@ -32,6 +33,7 @@ from tests.kho_common import (
     read_chunks,
     regions,
     scratch_areas,
+    setup_data,
 )
 
 SCRATCH = "kho=on kho_scratch=16M,512M,256M"
@@ -284,3 +286,66 @@ def test_6_16_restores_the_same_folio_twice(kho_boot: tuple[Machine, bytes, Kern
         assert order <= MAX_PAGE_ORDER
         folio = k1.kho.kho_restore_folio(phys)
         assert folio is not None and (folio.phys, folio.order) == (phys, order)
+
+
+# -- kho_populate's memremap failures and x86 add_kho (spec §5 KHO boot steps 1 and 4, §7 x86) --
+
+def _patch_kho_setup_data(k: Kernel, offset: int, data: bytes) -> int:
+    """Rewrite bytes of the loaded image's SETUP_KEXEC_KHO entry (offset from its header); returns phys."""
+    image = k.kexec.kexec_image
+    assert image is not None
+    seg = next(s for s in image.segments if s.mem == image.bootparam_load_addr)
+    entry = next(e for e in setup_data(image_reader(k), seg.mem) if e.type == 10)
+    buf = bytearray(seg.buffer)
+    at = entry.phys - seg.mem + offset
+    buf[at:at + len(data)] = data
+    seg.buffer = bytes(buf)
+    return entry.phys
+
+
+def test_unmappable_fdt_is_efault() -> None:
+    m, k0 = boot()
+    finalize(k0)
+    load(k0)
+    _patch_kho_setup_data(k0, 16, struct.pack("<Q", 1 << 50))
+    lines = kho_lines(m.kexec())
+    i = lines.index("KHO: setup: failed to memremap FDT (0x4000000000000)")
+    assert lines[i + 1] == "KHO: disabling KHO revival: -14"
+    assert FOUND not in lines
+
+
+def test_unmappable_scratch_array_is_efault() -> None:
+    m, k0 = boot()
+    finalize(k0)
+    load(k0)
+    _patch_kho_setup_data(k0, 32, struct.pack("<Q", 1 << 50))
+    k1 = m.kexec()
+    lines = kho_lines(k1)
+    i = lines.index("KHO: setup: failed to memremap scratch (phys=0x4000000000000, len=64)")
+    assert lines[i + 1] == "KHO: disabling KHO revival: -14"
+    assert {r.flag for r in regions(k1, "memory")} == {"NONE"}
+
+
+@pytest.mark.parametrize(("length", "size"), [(0, 0), (0xFFFFFFF0, 0xFFFFFFFFFFFFFFF0)])
+def test_unmappable_kho_setup_data(length: int, size: int) -> None:
+    """add_kho: data_len = len + 16 is a u32 and size = data_len - 16 a u64; early_memremap fails for a
+    zero or wrapping size → add_kho's own unprefixed message, and kho_populate never runs."""
+    m, k0 = boot()
+    finalize(k0)
+    load(k0)
+    phys = _patch_kho_setup_data(k0, 12, struct.pack("<I", length))
+    lines = log(m.kexec())
+    assert f"setup: failed to memremap kho data (0x{phys + 16:x}, 0x{size:x})" in lines
+    assert not [line for line in lines if "disabling" in line or line == FOUND]
+
+
+def test_short_kho_setup_data_is_still_read_whole() -> None:
+    """add_kho maps `len` bytes but reads the whole 32-byte kho_data: early_memremap maps whole pages,
+    so a short but non-zero len (16 here) does not stop the hand-over in Linux."""
+    m, k0 = boot()
+    finalize(k0)
+    load(k0)
+    _patch_kho_setup_data(k0, 12, struct.pack("<I", 16))
+    k1 = m.kexec()
+    assert FOUND in log(k1)
+    assert "Revived memory reservation 'n1' from KHO" in log(k1)
