@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import overload
 
 FDT_MAGIC = 0xD00DFEED
 # The magic of a blob still being written by the sequential writer (~FDT_MAGIC).
@@ -29,7 +28,8 @@ FDT_NOP = 0x4
 FDT_END = 0x9
 FDT_TAGSIZE = 4
 
-FDT_FIRST_SUPPORTED_VERSION = 0x10
+FDT_FIRST_SUPPORTED_VERSION = 0x02
+FDT_LAST_COMPATIBLE_VERSION = 0x10
 FDT_LAST_SUPPORTED_VERSION = 0x11
 
 FDT_V1_SIZE = 7 * 4
@@ -70,7 +70,6 @@ _RESERVE_ENTRY_SIZE = 16
 _PROP_HEADER_SIZE = 12  # struct fdt_property: tag, len, nameoff
 _INT32_MAX = 0x7FFFFFFF
 _U32 = 0xFFFFFFFF
-_MAX_ALIAS_DEPTH = 64
 
 Blob = bytes | bytearray
 
@@ -301,7 +300,7 @@ class FdtSw:
             return nextoffset
 
         self._set(_TOTALSIZE, new + strsize)
-        self._set(_LAST_COMP_VERSION, FDT_FIRST_SUPPORTED_VERSION)
+        self._set(_LAST_COMP_VERSION, FDT_LAST_COMPATIBLE_VERSION)
         self._set(_MAGIC, FDT_MAGIC)
         return 0
 
@@ -406,9 +405,8 @@ def _struct_end(fdt: Blob) -> int:
 def fdt_next_tag(fdt: Blob, startoffset: int) -> tuple[int, int]:
     """The tag at ``startoffset`` and the offset of the next one (negative error if none).
 
-    A premature end reads as ``FDT_END`` with a negative next offset.  A property length that
-    makes C's offset arithmetic wrap is followed as libfdt follows it; the one wrap that
-    would send libfdt round the same tag forever is reported as BADSTRUCTURE instead.
+    A premature end (including a property length that would overflow an int) reads as
+    ``FDT_END`` with a negative next offset.
     """
     base = _hdr(fdt, _OFF_DT_STRUCT)
     limit = _struct_end(fdt) - base  # struct offsets o with o + n <= limit are readable
@@ -427,19 +425,17 @@ def fdt_next_tag(fdt: Blob, startoffset: int) -> tuple[int, int]:
         if offset + 4 > limit:
             return FDT_END, -FDT_ERR_BADSTRUCTURE
         plen = struct.unpack_from(">I", fdt, base + offset)[0]
-        skip = _PROP_HEADER_SIZE + plen
-        if _hdr(fdt, _VERSION) < 0x10 and plen >= 8 and (startoffset + _PROP_HEADER_SIZE) % 8:
-            skip += 4
-        offset = startoffset + (skip & _U32)  # C int arithmetic wraps
+        if plen + offset >= _INT32_MAX:
+            return FDT_END, -FDT_ERR_BADSTRUCTURE
+        offset += _PROP_HEADER_SIZE - FDT_TAGSIZE + plen
+        if _hdr(fdt, _VERSION) < 0x10 and plen >= 8 and (offset - plen) % 8:
+            offset += 4  # pre-v16 blobs 8-align values of 8 bytes or more
     elif tag not in (FDT_END, FDT_END_NODE, FDT_NOP):
         return FDT_END, -FDT_ERR_BADSTRUCTURE
 
     if offset > limit:
         return FDT_END, -FDT_ERR_BADSTRUCTURE
-    nextoffset = _tagalign(offset)
-    if nextoffset == startoffset:
-        return FDT_END, -FDT_ERR_BADSTRUCTURE
-    return tag, nextoffset
+    return tag, _tagalign(offset)
 
 
 def _check_node_offset(fdt: Blob, offset: int) -> int:
@@ -456,15 +452,11 @@ def _check_prop_offset(fdt: Blob, offset: int) -> int:
     return nextoffset if tag == FDT_PROP else -FDT_ERR_BADOFFSET
 
 
-@overload
-def fdt_next_node(fdt: Blob, offset: int, depth: int) -> tuple[int, int]: ...
-@overload
-def fdt_next_node(fdt: Blob, offset: int, depth: None) -> tuple[int, None]: ...
-def fdt_next_node(fdt: Blob, offset: int, depth: int | None) -> tuple[int, int | None]:
-    """The next node in document order and the updated depth (None: depth not tracked).
+def fdt_next_node(fdt: Blob, offset: int, depth: int) -> tuple[int, int]:
+    """The next node in document order (-1 for the first) and the updated depth.
 
     As in libfdt, leaving the starting depth returns the offset after the END_NODE with a
-    negative depth.
+    negative depth.  (libfdt's NULL-depth mode is not offered: nothing here needs it.)
     """
     nextoffset = 0
     if offset >= 0:
@@ -475,15 +467,13 @@ def fdt_next_node(fdt: Blob, offset: int, depth: int | None) -> tuple[int, int |
         offset = nextoffset
         tag, nextoffset = fdt_next_tag(fdt, offset)
         if tag == FDT_BEGIN_NODE:
-            return offset, None if depth is None else depth + 1
-        if tag == FDT_END_NODE and depth is not None:
+            return offset, depth + 1
+        if tag == FDT_END_NODE:
             depth -= 1
             if depth < 0:
                 return nextoffset, depth
         elif tag == FDT_END:
-            if nextoffset >= 0 or (nextoffset == -FDT_ERR_TRUNCATED and depth is None):
-                return -FDT_ERR_NOTFOUND, depth
-            return nextoffset, depth
+            return (-FDT_ERR_NOTFOUND if nextoffset >= 0 else nextoffset), depth
 
 
 def fdt_first_subnode(fdt: Blob, offset: int) -> int:
@@ -590,28 +580,22 @@ def _getprop_pos(fdt: Blob, nodeoffset: int, name: bytes) -> tuple[int | None, i
     offset = fdt_first_property_offset(fdt, nodeoffset)
     while offset >= 0:
         pos = _hdr(fdt, _OFF_DT_STRUCT) + offset
-        plen = struct.unpack_from(">I", fdt, pos + 4)[0]
-        # A wrapped length can leave nameoff past the end: no name there matches.
-        if pos + _PROP_HEADER_SIZE <= len(fdt) and _get_string(
-                fdt, _s32(struct.unpack_from(">I", fdt, pos + 8)[0])) == name:
+        plen, nameoff = struct.unpack_from(">II", fdt, pos + 4)
+        if _get_string(fdt, _s32(nameoff)) == name:
             data = pos + _PROP_HEADER_SIZE
             if _hdr(fdt, _VERSION) < 0x10 and (offset + _PROP_HEADER_SIZE) % 8 and plen >= 8:
-                data += 4  # pre-v16 blobs 8-align values of 8 bytes or more
-            return data, _s32(plen)
+                data += 4
+            return data, plen
         offset = fdt_next_property_offset(fdt, offset)
     return None, offset
 
 
 def fdt_getprop(fdt: Blob, nodeoffset: int, name: str) -> tuple[bytes | None, int]:
-    """``(value, length)``, or ``(None, negative error)``.
-
-    A corrupt length that libfdt accepts through int wrap-around comes back negative with an
-    empty value, as libfdt hands back a pointer with a negative length.
-    """
+    """``(value, length)``, or ``(None, negative error)``."""
     pos, length = _getprop_pos(fdt, nodeoffset, _cstr(name))
     if pos is None:
         return None, length
-    return bytes(fdt[pos:pos + max(length, 0)]), length
+    return bytes(fdt[pos:pos + length]), length
 
 
 def _stringlist_contains(fdt: Blob, pos: int, listlen: int, s: bytes) -> bool:
@@ -667,23 +651,22 @@ def fdt_subnode_offset(fdt: Blob, parentoffset: int, name: str) -> int:
     return _subnode_offset_namelen(fdt, parentoffset, _cstr(name))
 
 
-def _get_alias(fdt: Blob, name: bytes, depth: int) -> bytes | None:
-    """The C string an ``/aliases`` property points at (read up to its NUL, like libfdt)."""
-    aliases = _path_offset(fdt, b"/aliases", depth)
+def _get_alias(fdt: Blob, name: bytes) -> bytes | None:
+    """The path an ``/aliases`` property names, if it is a NUL-terminated absolute path."""
+    aliases = _path_offset(fdt, b"/aliases")
     if aliases < 0:
         return None
-    pos, _ = _getprop_pos(fdt, aliases, name)
-    if pos is None:
+    pos, length = _getprop_pos(fdt, aliases, name)
+    if pos is None or length <= 0 or fdt[pos + length - 1] != 0 or fdt[pos] != ord("/"):
         return None
-    end = fdt.find(b"\0", pos)
-    return bytes(fdt[pos:end if end >= 0 else len(fdt)])
+    return bytes(fdt[pos:fdt.find(b"\0", pos)])
 
 
-def _path_offset(fdt: Blob, path: bytes, depth: int) -> int:
+def _path_offset(fdt: Blob, path: bytes) -> int:
     err = _ro_probe(fdt)
     if err < 0:
         return err
-    if depth > _MAX_ALIAS_DEPTH:  # libfdt recurses until its stack overflows
+    if not path:
         return -FDT_ERR_BADPATH
     end = len(path)
     p = 0
@@ -692,10 +675,10 @@ def _path_offset(fdt: Blob, path: bytes, depth: int) -> int:
         q = path.find(b"/")
         if q < 0:
             q = end
-        alias = _get_alias(fdt, path[:q], depth + 1)
+        alias = _get_alias(fdt, path[:q])
         if alias is None:
             return -FDT_ERR_BADPATH
-        offset = _path_offset(fdt, alias, depth + 1)
+        offset = _path_offset(fdt, alias)
         p = q
     while p < end:
         while path[p] == ord("/"):
@@ -714,4 +697,4 @@ def _path_offset(fdt: Blob, path: bytes, depth: int) -> int:
 
 def fdt_path_offset(fdt: Blob, path: str) -> int:
     """Offset of the node at ``path`` (absolute, or starting with an alias), or an error."""
-    return _path_offset(fdt, _cstr(path), 0)
+    return _path_offset(fdt, _cstr(path))
