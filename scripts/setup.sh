@@ -12,6 +12,11 @@ command -v unshare >/dev/null || need+=(util-linux)
 ldconfig -p | grep -q 'libfuse\.so\.2' || need+=(libfuse2)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v python3 >/dev/null || need+=(python3)
+# pylibfdt (a test extra) compiles a C extension; its build pulls swig from PyPI itself.
+command -v gcc >/dev/null || need+=(gcc)
+python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null ||
+    need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
