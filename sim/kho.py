@@ -59,6 +59,7 @@ KHOSER_HDR_SIZE = 16
 KHOSER_ELM_SIZE = 16
 KHOSER_BITMAP_SIZE = (PAGE_SIZE - KHOSER_HDR_SIZE) // KHOSER_ELM_SIZE   # 255
 KHO_SCRATCH_SIZE = 16                 # struct kho_scratch { u64 addr; u64 size; }
+FDT_MAP_MAX = 64 << 20
 
 Notifier = Callable[[int, "KhoSerialization | None"], int]
 
@@ -477,7 +478,17 @@ class KexecHandover:
         """The incoming root FDT, mapped (read) from RAM."""
         if not self.kho_in_fdt_phys:
             return None
-        return self.k.physmem.read(self.kho_in_fdt_phys, PAGE_SIZE)
+        return self._map_fdt(self.kho_in_fdt_phys, PAGE_SIZE)
+
+    def _map_fdt(self, phys: int, length: int) -> bytes:
+        """early_memremap(phys, length) as libfdt then uses it: it trusts the header's totalsize
+        and reads past the mapped length, so the simulator maps what the header claims (within
+        RAM, at most FDT_MAP_MAX — a bound of its own so garbage cannot exhaust the host)."""
+        fdt = self.k.physmem.read(phys, length)
+        total = libfdt.fdt_totalsize(fdt) if length >= 8 else 0
+        if total > length:
+            fdt = self.k.physmem.read(phys, min(total, FDT_MAP_MAX, self.k.physmem.size - phys))
+        return fdt
 
     def kho_init(self) -> int:
         """late_initcall: the root FDT page, debugfs, and (cold boot) scratch handed to CMA."""
@@ -541,7 +552,7 @@ class KexecHandover:
     def _kho_populate(self, fdt_phys: int, fdt_len: int, scratch_phys: int, scratch_len: int) -> int:
         printk = self.k.printk
         try:
-            fdt = self.k.physmem.read(fdt_phys, fdt_len)
+            fdt = self._map_fdt(fdt_phys, fdt_len)
         except ValueError:
             printk.pr_warn(f"KHO: setup: failed to memremap FDT (0x{fdt_phys:x})")
             return -errno.EFAULT
