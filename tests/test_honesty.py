@@ -5,9 +5,10 @@ import gc
 import types
 from typing import Any
 
+from kho_common import boot, finalize, kexec, load, log, prop_u64
+
 from sim.kernel import Kernel
 from sim.machine import Machine
-from tests.kho_common import boot, finalize, kexec, load, log, prop_u64
 
 _WALK_LIMIT = 2_000_000
 

@@ -7,9 +7,7 @@ the last ones check that the rest (FDT formats, greedy split) stays 6.16.
 import struct
 
 import pytest
-
-from sim.kernel import Kernel
-from tests.kho_common import (
+from kho_common import (
     CMDLINE,
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -29,6 +27,8 @@ from tests.kho_common import (
     regions,
     union,
 )
+
+from sim.kernel import Kernel
 
 PRESERVE_BITS_618 = PAGE_SIZE * 8          # 32768
 KHO_VMALLOC_SIZE = (PAGE_SIZE - 8) // 8    # 511

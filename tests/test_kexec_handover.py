@@ -10,10 +10,7 @@ import struct
 from dataclasses import dataclass
 
 import pytest
-
-from sim.kernel import Kernel
-from sim.machine import Machine
-from tests.kho_common import (
+from kho_common import (
     CMDLINE,
     DISABLING,
     FOUND,
@@ -43,6 +40,9 @@ from tests.kho_common import (
     setup_data,
     union,
 )
+
+from sim.kernel import Kernel
+from sim.machine import Machine
 
 N1_SIZE = 64 << 20
 

@@ -6,11 +6,7 @@ import struct
 from dataclasses import dataclass
 
 import pytest
-
-from sim import fdt as libfdt
-from sim.kernel import Kernel
-from sim.machine import Machine
-from tests.kho_common import (
+from kho_common import (
     CMDLINE,
     DISABLING,
     FOUND,
@@ -35,6 +31,11 @@ from tests.kho_common import (
     scratch_areas,
     setup_data,
 )
+
+from sim import fdt as libfdt
+from sim.bzimage import make_bzimage
+from sim.kernel import Kernel
+from sim.machine import Machine
 
 SCRATCH = "kho=on kho_scratch=16M,512M,256M"
 
@@ -349,3 +350,16 @@ def test_short_kho_setup_data_is_still_read_whole() -> None:
     k1 = m.kexec()
     assert FOUND in log(k1)
     assert "Revived memory reservation 'n1' from KHO" in log(k1)
+
+
+def test_handover_fdt_larger_than_its_page_is_accepted_as_libfdt_does() -> None:
+    """fdt_check_header() has no buffer size: a totalsize beyond the mapped page is not an error."""
+    m = Machine(mem="2G", nodes=1, cmdline="kho=on reserve_mem=1M:4k:n1")
+    k = m.boot()
+    k.debugfs.write("kho/out/finalize", b"1")
+    m.physmem.write(k.kho.ser.fdt.phys + 4, struct.pack(">I", 0x2000))   # totalsize 8 KiB
+    k.kexec_file_load(make_bzimage("6.16"), None, k.cmdline, 4)
+    k2 = m.kexec()
+    assert "KHO: found kexec handover data. Will skip init for some devices" in k2.dmesg()
+    assert "Revived memory reservation 'n1' from KHO" in k2.dmesg()
+    assert len(k2.debugfs.read("kho/in/fdt")) == 0x2000
