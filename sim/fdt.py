@@ -405,8 +405,9 @@ def _struct_end(fdt: Blob) -> int:
 def fdt_next_tag(fdt: Blob, startoffset: int) -> tuple[int, int]:
     """The tag at ``startoffset`` and the offset of the next one (negative error if none).
 
-    A premature end (including a property length that would overflow an int) reads as
-    ``FDT_END`` with a negative next offset.
+    A premature end reads as ``FDT_END`` with a negative next offset.  (libfdt's guard
+    against property lengths that overflow an int needs no twin here: Python does not wrap,
+    so such a property simply runs past the readable structure, with the same result.)
     """
     base = _hdr(fdt, _OFF_DT_STRUCT)
     limit = _struct_end(fdt) - base  # struct offsets o with o + n <= limit are readable
@@ -425,8 +426,6 @@ def fdt_next_tag(fdt: Blob, startoffset: int) -> tuple[int, int]:
         if offset + 4 > limit:
             return FDT_END, -FDT_ERR_BADSTRUCTURE
         plen = struct.unpack_from(">I", fdt, base + offset)[0]
-        if plen + offset >= _INT32_MAX:
-            return FDT_END, -FDT_ERR_BADSTRUCTURE
         offset += _PROP_HEADER_SIZE - FDT_TAGSIZE + plen
         if _hdr(fdt, _VERSION) < 0x10 and plen >= 8 and (offset - plen) % 8:
             offset += 4  # pre-v16 blobs 8-align values of 8 bytes or more
