@@ -16,6 +16,7 @@ import libfdt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from spec_vectors import MEMBLOCK_DTS, MEMBLOCK_VECTOR, ROOT_DTS, ROOT_VECTOR
 
 from sim.fdt import (
     FDT_END,
@@ -46,84 +47,6 @@ from sim.fdt import (
 )
 
 PAGE_SIZE = 4096
-
-
-def words(dump: str) -> bytes:
-    """Bytes of a ``0000: d00dfeed …`` dump as the spec prints it (big-endian words)."""
-    return b"".join(bytes.fromhex(w) for line in dump.strip().splitlines() for w in line.split()[1:])
-
-
-# kho.md §2: root KHO FDT with one `memblock` child.
-ROOT_VECTOR = words("""
-0000: d00dfeed 000000c4 00000040 000000a0
-0010: 00000030 00000011 00000010 00000000
-0020: 00000024 00000060 00000000 00000000
-0030: 00000000 00000000 00000000 00000000
-0040: 00000001 00000000 00000003 00000007
-0050: 00000019 6b686f2d 76310000 00000003
-0060: 00000008 00000004 0040be16 01000000
-0070: 00000001 6d656d62 6c6f636b 00000000
-0080: 00000003 00000008 00000000 00101500
-0090: 01000000 00000002 00000002 00000009
-00a0: 66647400 70726573 65727665 642d6d65
-00b0: 6d6f7279 2d6d6170 00636f6d 70617469
-00c0: 626c6500
-""")
-
-ROOT_DTS = """\
-/dts-v1/;
-
-/ {
-\tcompatible = "kho-v1";
-\tpreserved-memory-map = <0x40be16 0x1000000>;
-
-\tmemblock {
-\t\tfdt = <0x101500 0x1000000>;
-\t};
-};
-"""
-
-# kho.md §3: memblock sub-FDT with reserve_mem n1 and n2.
-MEMBLOCK_VECTOR = words("""
-0000: d00dfeed 0000011e 00000040 00000108
-0010: 00000030 00000011 00000010 00000000
-0020: 00000016 000000c8 00000000 00000000
-0030: 00000000 00000000 00000000 00000000
-0040: 00000001 00000000 00000003 0000000c
-0050: 0000000b 6d656d62 6c6f636b 2d763100
-0060: 00000001 6e310000 00000003 0000000f
-0070: 0000000b 72657365 7276652d 6d656d2d
-0080: 76310000 00000003 00000008 00000005
-0090: 0000c06b 04000000 00000003 00000008
-00a0: 00000000 00000004 00000000 00000002
-00b0: 00000001 6e320000 00000003 0000000f
-00c0: 0000000b 72657365 7276652d 6d656d2d
-00d0: 76310000 00000003 00000008 00000005
-00e0: 0000c067 04000000 00000003 00000008
-00f0: 00000000 00000004 00000000 00000002
-0100: 00000002 00000009 73697a65 00737461
-0110: 72740063 6f6d7061 7469626c 6500
-""")
-
-MEMBLOCK_DTS = """\
-/dts-v1/;
-
-/ {
-\tcompatible = "memblock-v1";
-
-\tn1 {
-\t\tcompatible = "reserve-mem-v1";
-\t\tstart = <0xc06b 0x4000000>;
-\t\tsize = <0x04 0x00>;
-\t};
-
-\tn2 {
-\t\tcompatible = "reserve-mem-v1";
-\t\tstart = <0xc067 0x4000000>;
-\t\tsize = <0x04 0x00>;
-\t};
-};
-"""
 
 
 def le64(v: int) -> bytes:

@@ -27,6 +27,7 @@ from kho_common import (
     regions,
     union,
 )
+from spec_vectors import ROOT_VECTOR
 
 from sim.kernel import Kernel
 
@@ -207,19 +208,8 @@ def test_kho_scratch_rules_at_boot(version: str, arg: str, accepted: bool,
 
 # -- what 6.18 does not change --
 
-# Spec §2 test vector, verbatim: root with one memblock child, pmm 0x116be4000, memblock fdt 0x100151000.
-_ROOT_VECTOR = bytes.fromhex("""
-d00dfeed 000000c4 00000040 000000a0  00000030 00000011 00000010 00000000
-00000024 00000060 00000000 00000000  00000000 00000000 00000000 00000000
-00000001 00000000 00000003 00000007  00000019 6b686f2d 76310000 00000003
-00000008 00000004 0040be16 01000000  00000001 6d656d62 6c6f636b 00000000
-00000003 00000008 00000000 00101500  01000000 00000002 00000002 00000009
-66647400 70726573 65727665 642d6d65  6d6f7279 2d6d6170 00636f6d 70617469
-626c6500""")
-
-
 def _expected_root(pmm: int, memblock: int) -> bytes:
-    raw = bytearray(_ROOT_VECTOR)
+    raw = bytearray(ROOT_VECTOR)
     raw[0x68:0x70] = struct.pack("<Q", pmm)
     raw[0x8C:0x94] = struct.pack("<Q", memblock)
     return bytes(raw)
@@ -227,8 +217,8 @@ def _expected_root(pmm: int, memblock: int) -> bytes:
 
 def test_root_vector_patching_is_an_identity_on_the_vector() -> None:
     """Guard the helper: patching the vector's own values in gives the vector back."""
-    assert len(_ROOT_VECTOR) == 0xC4
-    assert _expected_root(0x116BE4000, 0x100151000) == _ROOT_VECTOR
+    assert len(ROOT_VECTOR) == 0xC4
+    assert _expected_root(0x116BE4000, 0x100151000) == ROOT_VECTOR
 
 
 @pytest.mark.parametrize("version", ["6.16", "6.18"])

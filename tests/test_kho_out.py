@@ -5,6 +5,8 @@ import struct
 import subprocess
 
 import pytest
+from kho_common import preserved_blocks
+from spec_vectors import MEMBLOCK_VECTOR
 
 from sim import fdt as libfdt
 from sim.kho import KEXEC_KHO_FINALIZE, NOTIFY_BAD, NOTIFY_DONE, notifier_from_errno
@@ -27,27 +29,6 @@ def errno_of(k, value: bytes) -> int:
     with pytest.raises(OSError) as e:
         finalize(k, value)
     return e.value.errno
-
-
-def decode_chunks(k, first: int, preserve_bits: int = 4096) -> list[tuple[int, int]]:
-    """Every preserved block (phys, size), read from RAM as the next kernel would (spec §4.2)."""
-    blocks = []
-    chunk = first
-    while chunk:
-        page = k.physmem.read(chunk, PAGE_SIZE)
-        nxt, order, num = struct.unpack_from("<QII", page)
-        assert num <= 255
-        for i in range(num):
-            phys_start, bitmap = struct.unpack_from("<QQ", page, 16 + 16 * i)
-            bits = int.from_bytes(k.physmem.read(bitmap, preserve_bits // 8), "little")
-            b = 0
-            while bits:
-                if bits & 1:
-                    blocks.append((phys_start + (b << (order + 12)), 1 << (order + 12)))
-                bits >>= 1
-                b += 1
-        chunk = nxt
-    return blocks
 
 
 def root_pmm(k) -> int:
@@ -146,35 +127,13 @@ def test_memblock_sub_fdt_matches_the_spec_vector() -> None:
     rm.reserved_mem_add(0x467C00000, 0x4000000, "n2")
     assert rm.prepare_kho_fdt() == 0
     blob = k.physmem.read(rm.kho_fdt.phys, 0x11E)
-    dump = """
-0000: d00dfeed 0000011e 00000040 00000108
-0010: 00000030 00000011 00000010 00000000
-0020: 00000016 000000c8 00000000 00000000
-0030: 00000000 00000000 00000000 00000000
-0040: 00000001 00000000 00000003 0000000c
-0050: 0000000b 6d656d62 6c6f636b 2d763100
-0060: 00000001 6e310000 00000003 0000000f
-0070: 0000000b 72657365 7276652d 6d656d2d
-0080: 76310000 00000003 00000008 00000005
-0090: 0000c06b 04000000 00000003 00000008
-00a0: 00000000 00000004 00000000 00000002
-00b0: 00000001 6e320000 00000003 0000000f
-00c0: 0000000b 72657365 7276652d 6d656d2d
-00d0: 76310000 00000003 00000008 00000005
-00e0: 0000c067 04000000 00000003 00000008
-00f0: 00000000 00000004 00000000 00000002
-0100: 00000002 00000009 73697a65 00737461
-0110: 72740063 6f6d7061 7469626c 6500
-"""
-    words = "".join(line.split(":", 1)[1] for line in dump.strip().splitlines())
-    expected = bytes.fromhex(words.replace(" ", ""))
-    assert blob == expected
+    assert blob == MEMBLOCK_VECTOR
 
 
 def test_chunk_list_covers_exactly_the_preserved_ranges() -> None:
     k = boot()
     finalize(k)
-    blocks = decode_chunks(k, root_pmm(k))
+    blocks = [(p, PAGE_SIZE << order) for p, order in preserved_blocks(k.physmem, root_pmm(k), 4096)]
     covered = sorted(blocks)
     n1_start, n1_size = k.reserve_mem.reserve_mem_find_by_name("n1")
     expected = sorted([(k.kho.ser.fdt.phys, PAGE_SIZE), (k.reserve_mem.kho_fdt.phys, PAGE_SIZE)])
@@ -242,12 +201,12 @@ def test_abort_forgets_every_preservation() -> None:
     k = boot(test_kho=True)
     data_folios = {f.phys for f in k.test_kho.folios}
     finalize(k)
-    before = {p for p, _ in decode_chunks(k, root_pmm(k))}
+    before = {p for p, _ in preserved_blocks(k.physmem, root_pmm(k), 4096)}
     assert data_folios <= before
     finalize(k, b"0")
     assert k.kho.ser.track == {}
     finalize(k)
-    after = {p for p, _ in decode_chunks(k, root_pmm(k))}
+    after = {p for p, _ in preserved_blocks(k.physmem, root_pmm(k), 4096)}
     # Re-finalize re-runs the notifiers: test_kho re-preserves only its FDT folio.
     assert not data_folios & after
     assert k.test_kho.fdt.phys in after
