@@ -94,7 +94,6 @@ class Kernel:
         self.e820_table: list[E820Entry] = []
         self.e820_table_kexec: list[E820Entry] = []
         self.online_nodes: list[int] = []
-        self.booted = False
 
     # ------------------------------------------------------------------ boot
 
@@ -108,7 +107,6 @@ class Kernel:
         self.printk.advance(100_000_000)
         self.do_initcalls()
         self.printk.advance(880_000_000)
-        self.booted = True
 
     def setup_arch(self) -> None:
         """x86 setup_arch(), reduced to what memblock and KHO observe, in the kernel's order."""
