@@ -21,6 +21,7 @@ from sim.bzimage import read_kernel_info
 from sim.cmdline import memparse
 from sim.kernel import Kernel
 from sim.kexec import write_cold_boot
+from sim.memblock import MAX_NUMNODES
 from sim.physmem import PhysMem
 from sim.sizes import SZ_1M, SZ_2G, SZ_4G, SZ_32M
 
@@ -92,7 +93,9 @@ class Machine:
                  kernel_version: str = "6.16", scrub: bool = False, test_kho: bool = False,
                  kernel_size: int | str = SZ_32M, initrd: bytes | None = None, seed: int = 0) -> None:
         self.mem = _size(mem)
-        if nodes < 1 or self.mem // nodes < 128 * SZ_1M:
+        if not 1 <= nodes <= MAX_NUMNODES:
+            raise ValueError(f"{nodes} NUMA nodes: the kernel supports 1 to {MAX_NUMNODES}")
+        if self.mem // nodes < 128 * SZ_1M:
             raise ValueError(f"{nodes} NUMA nodes need at least 128 MiB of RAM each")
         self.nodes = nodes
         self.cmdline = cmdline

@@ -218,3 +218,14 @@ def test_one_tib_machine_boots_sparsely() -> None:
     assert len(scratch(k)) == 6
     # The memmap is 16 GiB of RAM but raw: nothing is written, so nothing is materialised.
     assert m.physmem.materialized_pages < 64
+
+
+@pytest.mark.parametrize(("mem", "nodes"), [("8G", 0), ("64G", 17), ("200M", 2)])
+def test_impossible_machines_are_refused(mem: str, nodes: int) -> None:
+    with pytest.raises(ValueError, match="NUMA nodes"):
+        Machine(mem=mem, nodes=nodes)
+
+
+def test_sixteen_nodes_get_eighteen_scratch_areas() -> None:
+    k = Machine(mem="64G", nodes=16, cmdline="kho=on").boot()
+    assert len(scratch(k)) == 16 + 2
