@@ -8,7 +8,6 @@ Linux does.  The boot order and every reservation are documented in the README
 """
 
 import errno
-import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,9 +15,12 @@ from sim import cmdline as kcmdline
 from sim.bootparam import (
     E820_TYPE_RAM,
     E820_TYPE_RESERVED,
+    KHO_DATA_SIZE,
+    SETUP_DATA_HDR_SIZE,
     SETUP_KEXEC_KHO,
     BootParams,
     E820Entry,
+    KhoData,
     read_boot_command_line,
     walk_setup_data,
 )
@@ -47,6 +49,7 @@ from sim.sizes import (
     SZ_2M,
     SZ_16M,
     SZ_128M,
+    U64_MAX,
 )
 from sim.slab import Slab
 from sim.test_kho import TestKho
@@ -144,7 +147,7 @@ class Kernel:
 
     def memblock_x86_reserve_range_setup_data(self, bp: BootParams) -> None:
         for sd in walk_setup_data(self.physmem, bp.setup_data):
-            self.memblock.reserve(sd.phys, 16 + sd.len)
+            self.memblock.reserve(sd.phys, SETUP_DATA_HDR_SIZE + sd.len)
 
     def e820__memory_setup(self, bp: BootParams) -> None:
         self.e820_table_kexec = list(bp.e820_table)
@@ -160,7 +163,7 @@ class Kernel:
     def parse_setup_data(self, bp: BootParams) -> None:
         for sd in walk_setup_data(self.physmem, bp.setup_data):
             if sd.type == SETUP_KEXEC_KHO:
-                self.add_kho(sd.phys, sd.len + 16)
+                self.add_kho(sd.phys, sd.len + SETUP_DATA_HDR_SIZE)
 
     def add_kho(self, phys: int, data_len: int) -> None:
         # data_len is a u32 (setup_data.len + 16), size a u64.  early_memremap() refuses only a
@@ -168,14 +171,13 @@ class Kernel:
         # short but non-zero len still lets add_kho() read all 32 bytes of struct kho_data.
         # Outside simulated RAM counts as unmappable.
         data_len &= 0xFFFFFFFF
-        addr, size = phys + 16, (data_len - 16) & 0xFFFFFFFFFFFFFFFF
+        addr, size = phys + SETUP_DATA_HDR_SIZE, (data_len - SETUP_DATA_HDR_SIZE) & U64_MAX
         pages = (PAGE_ALIGN(addr + size) - (addr & ~(PAGE_SIZE - 1))) >> PAGE_SHIFT
-        if not size or pages > 64 or max(addr + size, addr + 32) > self.physmem.size:
+        if not size or pages > 64 or max(addr + size, addr + KHO_DATA_SIZE) > self.physmem.size:
             self.printk.pr_warn(f"setup: failed to memremap kho data (0x{addr:x}, 0x{size:x})")
             return
-        fdt_addr, fdt_size, scratch_addr, scratch_size = struct.unpack(
-            "<QQQQ", self.physmem.read(addr, 32))
-        self.kho.kho_populate(fdt_addr, fdt_size, scratch_addr, scratch_size)
+        kho = KhoData.unpack(self.physmem.read(addr, KHO_DATA_SIZE))
+        self.kho.kho_populate(kho.fdt_addr, kho.fdt_size, kho.scratch_addr, kho.scratch_size)
         if self.kho.kho_in_scratch_phys and self.machine.scrub:
             self._scrub_scratch()
 
