@@ -17,6 +17,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
+from sim.sizes import U64_MAX
+
 FDT_MAGIC = 0xD00DFEED
 # The magic of a blob still being written by the sequential writer (~FDT_MAGIC).
 FDT_SW_MAGIC = 0x2FF20112
@@ -198,7 +200,7 @@ class FdtSw:
         offset = self._get(_OFF_DT_STRUCT)
         if offset + _RESERVE_ENTRY_SIZE > self._get(_TOTALSIZE):
             return -FDT_ERR_NOSPACE
-        struct.pack_into(">QQ", self.buf, offset, addr & (2**64 - 1), size & (2**64 - 1))
+        struct.pack_into(">QQ", self.buf, offset, addr & U64_MAX, size & U64_MAX)
         self._set(_OFF_DT_STRUCT, offset + _RESERVE_ENTRY_SIZE)
         return 0
 
@@ -268,7 +270,7 @@ class FdtSw:
 
     def property_u64(self, name: str, v: int) -> int:
         """libfdt's big-endian u64 (KHO's own integers are native-endian: use ``property``)."""
-        return self.property(name, struct.pack(">Q", v & (2**64 - 1)))
+        return self.property(name, struct.pack(">Q", v & U64_MAX))
 
     def finish(self) -> int:
         """Terminate the struct block, move the strings behind it and fix up name offsets."""

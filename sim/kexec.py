@@ -50,7 +50,7 @@ from sim.bootparam import (
 from sim.bzimage import bzImage64_probe, kern16_size, make_bzimage
 from sim.physmem import PhysMem
 from sim.printk import Printk
-from sim.sizes import PAGE_SIZE, SZ_1M, SZ_16M, ULONG_MAX
+from sim.sizes import PAGE_SIZE, SZ_1M, SZ_16M, U64_MAX, ULONG_MAX
 
 # include/uapi/linux/kexec.h, include/linux/kexec.h (6.16: KEXEC_FILE_NO_CMA 0x10 is 6.17+).
 KEXEC_FILE_UNLOAD = 0x00000001
@@ -93,18 +93,17 @@ COLD_BOOT_PARAMS_ADDR = 0x90000
 COLD_BOOT_CMDLINE_ADDR = 0x99000
 COLD_BOOT_TYPE_OF_LOADER = 0xFF     # "boot loader without an assigned id" (boot.rst)
 
-_U64 = (1 << 64) - 1
 _PR_FILE = "kexec_file: "
 _PR_BZ = "kexec-bzImage64: "
 
 
 def ALIGN(x: int, a: int) -> int:
     """The kernel's mask-based ALIGN() on unsigned long."""
-    return ((x + a - 1) & ~(a - 1)) & _U64
+    return ((x + a - 1) & ~(a - 1)) & U64_MAX
 
 
 def ALIGN_DOWN(x: int, a: int) -> int:
-    return (x & ~(a - 1)) & _U64
+    return (x & ~(a - 1)) & U64_MAX
 
 
 # -- the running kernel, as this module sees it --
@@ -202,7 +201,7 @@ class KexecBuf:
 def kimage_is_destination_range(image: Kimage, start: int, end: int) -> bool:
     for seg in image.segments:
         mstart = seg.mem
-        mend = (mstart + seg.memsz - 1) & _U64
+        mend = (mstart + seg.memsz - 1) & U64_MAX
         if end >= mstart and start <= mend:
             return True
     return False
@@ -210,14 +209,14 @@ def kimage_is_destination_range(image: Kimage, start: int, end: int) -> bool:
 
 def locate_mem_hole_top_down(start: int, end: int, kbuf: KexecBuf) -> int:
     temp_end = min(end, kbuf.buf_max)
-    temp_start = (temp_end - kbuf.memsz + 1) & _U64
+    temp_start = (temp_end - kbuf.memsz + 1) & U64_MAX
     while True:
         temp_start = ALIGN_DOWN(temp_start, kbuf.buf_align)
         if temp_start < start or temp_start < kbuf.buf_min:
             return 0
-        temp_end = (temp_start + kbuf.memsz - 1) & _U64
+        temp_end = (temp_start + kbuf.memsz - 1) & U64_MAX
         if kimage_is_destination_range(kbuf.image, temp_start, temp_end):
-            temp_start = (temp_start - PAGE_SIZE) & _U64
+            temp_start = (temp_start - PAGE_SIZE) & U64_MAX
             continue
         break
     kbuf.mem = temp_start
@@ -228,11 +227,11 @@ def locate_mem_hole_bottom_up(start: int, end: int, kbuf: KexecBuf) -> int:
     temp_start = max(start, kbuf.buf_min)
     while True:
         temp_start = ALIGN(temp_start, kbuf.buf_align)
-        temp_end = (temp_start + kbuf.memsz - 1) & _U64
+        temp_end = (temp_start + kbuf.memsz - 1) & U64_MAX
         if temp_end > end or temp_end > kbuf.buf_max:
             return 0
         if kimage_is_destination_range(kbuf.image, temp_start, temp_end):
-            temp_start = (temp_start + PAGE_SIZE) & _U64
+            temp_start = (temp_start + PAGE_SIZE) & U64_MAX
             continue
         break
     kbuf.mem = temp_start
@@ -258,7 +257,7 @@ def kexec_add_buffer(kbuf: KexecBuf) -> int:
 
 def _hashed_ptr(*key: int) -> str:
     """A %p value: the kernel prints a 32-bit hash, zero-extended to 16 digits."""
-    return f"{zlib.crc32(struct.pack(f'<{len(key)}Q', *(k & _U64 for k in key))):016x}"
+    return f"{zlib.crc32(struct.pack(f'<{len(key)}Q', *(k & U64_MAX for k in key))):016x}"
 
 
 def _oserror(err: int) -> OSError:
@@ -385,7 +384,7 @@ class Kexec:
         # kimage_alloc_control_pages() and machine_kexec_prepare() always succeed here.
         # The first indirection page: the kernel takes any free page; the simulator names
         # the page below the lowest destination (only kexec -d ever prints it).
-        image.head = ((min(s.mem for s in image.segments) - PAGE_SIZE) & _U64) | 0x2
+        image.head = ((min(s.mem for s in image.segments) - PAGE_SIZE) & U64_MAX) | 0x2
         return image
 
     def kimage_file_prepare_segments(self, image: Kimage, kernel: bytes, initrd: bytes | None,
@@ -419,7 +418,7 @@ class Kexec:
 
     def sanity_check_segment_list(self, image: Kimage) -> int:
         for seg in image.segments:
-            mstart, mend = seg.mem, (seg.mem + seg.memsz) & _U64
+            mstart, mend = seg.mem, (seg.mem + seg.memsz) & U64_MAX
             if mstart > mend:
                 return -errno.EADDRNOTAVAIL
             if mstart & (PAGE_SIZE - 1) or mend & (PAGE_SIZE - 1):

@@ -7,7 +7,8 @@ simple_attr_write hand that errno straight back to write(2).
 import errno
 import os
 
-U64_MAX = (1 << 64) - 1
+from sim.sizes import U64_MAX
+
 UINT_MAX = (1 << 32) - 1
 S64_MAX = (1 << 63) - 1
 S64_MIN = -(1 << 63)

@@ -23,6 +23,7 @@ from sim.sizes import (
     PFN_UP,
     PHYS_ADDR_MAX,
     PHYS_PFN,
+    U64_MAX,
     round_down,
     round_up,
 )
@@ -56,13 +57,12 @@ SIZEOF_MEMBLOCK_REGION = 24
 # debugfs names, indexed by bit number (memblock_debug_show's flagname[]).
 _FLAGNAME = ("HOTPLUG", "MIRROR", "NOMAP", "DRV_MNG", "RSV_NIT", "RSV_KERN", "KHO_SCRATCH")
 
-_U64 = (1 << 64) - 1
 _THIS_FILE = __file__
 
 
 def _pa(x: int) -> str:
     """%pa / %pap of a 64-bit phys_addr_t."""
-    return f"0x{x & _U64:016x}"
+    return f"0x{x & U64_MAX:016x}"
 
 
 def _hash_x(x: int) -> str:
