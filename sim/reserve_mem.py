@@ -198,18 +198,11 @@ class ReserveMem:
         start = struct.unpack("<Q", p_start)[0]
         old_size = struct.unpack("<Q", p_size)[0]
         if start & (align - 1):
-            printk.pr_warn(f"KHO reserve-mem '{name}' has wrong alignment (0x{_long(align):x}, "
-                           f"0x{_long(start):x})")
+            printk.pr_warn(f"KHO reserve-mem '{name}' has wrong alignment (0x{align:x}, 0x{start:x})")
             return False
         if old_size != size:
-            printk.pr_warn(f"KHO reserve-mem '{name}' has wrong size (0x{_long(old_size):x} != "
-                           f"0x{_long(size):x})")
+            printk.pr_warn(f"KHO reserve-mem '{name}' has wrong size (0x{old_size:x} != 0x{size:x})")
             return False
         self.reserved_mem_add(start, size, name)
         printk.pr_info(f"Revived memory reservation '{name}' from KHO")
         return True
-
-
-def _long(value: int) -> int:
-    """A u64 printed through (long) with %lx: C prints the two's complement bits."""
-    return value & ((1 << 64) - 1)
