@@ -503,8 +503,6 @@ class Kexec:
                         memsz=ALIGN(hdr.init_size, PAGE_SIZE), buf_align=hdr.kernel_alignment,
                         buf_min=max(hdr.pref_address, MIN_KERNEL_LOAD_ADDR), buf_max=ULONG_MAX,
                         top_down=True)
-        if hdr.pref_address < MIN_KERNEL_LOAD_ADDR:
-            kbuf.buf_min = MIN_KERNEL_LOAD_ADDR
         ret = self.kexec_add_buffer(kbuf)
         if ret:
             return ret
@@ -547,7 +545,6 @@ class Kexec:
         regs["rsp"] = pbuf.mem + PURGATORY_MEMSZ      # stack_end, top of the purgatory's .bss
         purgatory.buffer = _purgatory_bytes(regs)
 
-        bp.raw = bytes(params[:BOOT_PARAMS_SIZE])
         self.setup_boot_parameters(image, bp, params, bootparam_load_addr, efi_setup_data_offset)
         params_seg.buffer = bytes(params)
         image.kernel_load_addr = kernel_load_addr
