@@ -35,6 +35,7 @@ from sim.bootparam import (
     HDRS_MAGIC,
     LOADED_HIGH,
     SETUP_HEADER_END,
+    SETUP_HEADER_OFFSET,
     SETUP_TYPE_MAX,
     XLF_5LEVEL,
     XLF_CAN_BE_LOADED_ABOVE_4G,
@@ -62,7 +63,8 @@ _PAYLOAD_HDR = struct.Struct("<8sIIIIHHHH")
 KERNEL_INFO_MAGIC = b"LToP"
 ARM64_IMAGE_MAGIC = b"ARM\x64"         # at offset 0x38 of an arm64 Image
 
-_PR = "kexec-bzImage64: "
+# pr_fmt of arch/x86/kernel/kexec-bzimage64.c, whose probe is here and whose loader is in sim.kexec.
+BZIMAGE64_PR_FMT = "kexec-bzImage64: "
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,13 @@ def make_bzimage(kernel_version: str = "6.16", cmdline: str = "", init_size: int
         init_size=init_size,
         kernel_info_offset=struct.unpack_from("<I", payload, 20)[0],
     ).to_bytes()
-    setup[0x1F1:SETUP_HEADER_END] = hdr[0x1F1:SETUP_HEADER_END]
+    setup[SETUP_HEADER_OFFSET:SETUP_HEADER_END] = hdr[SETUP_HEADER_OFFSET:SETUP_HEADER_END]
     return bytes(setup) + payload
+
+
+def setup_header(image: bytes) -> bytes:
+    """The setup header as boot.rst says to copy it: from 0x1f1 to 0x202 plus the jump's offset byte."""
+    return image[SETUP_HEADER_OFFSET:0x0202 + image[0x0201]]
 
 
 def kern16_size(image: bytes) -> int:
@@ -185,28 +192,28 @@ def apply_builtin_cmdline(builtin: str, boot_command_line: str) -> str:
 def bzImage64_probe(kernel: bytes, printk: Printk) -> int:
     """arch/x86/kernel/kexec-bzimage64.c: each rejection logs one pr_err line and gives -ENOEXEC."""
     if len(kernel) < 2 * 512:
-        printk.pr_err(_PR + "File is too short to be a bzImage")
+        printk.pr_err(BZIMAGE64_PR_FMT + "File is too short to be a bzImage")
         return -ENOEXEC
     bp = BootParams.from_bytes(kernel[:4096].ljust(4096, b"\0"))
     if bp.header != HDRS_MAGIC:
-        printk.pr_err(_PR + "Not a bzImage")
+        printk.pr_err(BZIMAGE64_PR_FMT + "Not a bzImage")
         return -ENOEXEC
     if bp.boot_flag != BOOT_FLAG_MAGIC:
-        printk.pr_err(_PR + "No x86 boot sector present")
+        printk.pr_err(BZIMAGE64_PR_FMT + "No x86 boot sector present")
         return -ENOEXEC
     if bp.version < 0x020C:
-        printk.pr_err(_PR + "Must be at least protocol version 2.12")
+        printk.pr_err(BZIMAGE64_PR_FMT + "Must be at least protocol version 2.12")
         return -ENOEXEC
     if not bp.loadflags & LOADED_HIGH:
-        printk.pr_err(_PR + "zImage not a bzImage")
+        printk.pr_err(BZIMAGE64_PR_FMT + "zImage not a bzImage")
         return -ENOEXEC
     if not bp.xloadflags & XLF_KERNEL_64:
-        printk.pr_err(_PR + "Not a bzImage64. XLF_KERNEL_64 is not set.")
+        printk.pr_err(BZIMAGE64_PR_FMT + "Not a bzImage64. XLF_KERNEL_64 is not set.")
         return -ENOEXEC
     if not bp.xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G:
-        printk.pr_err(_PR + "XLF_CAN_BE_LOADED_ABOVE_4G is not set.")
+        printk.pr_err(BZIMAGE64_PR_FMT + "XLF_CAN_BE_LOADED_ABOVE_4G is not set.")
         return -ENOEXEC
     # The simulated machine boots with BIOS (no 32-bit EFI) and 4-level paging, so the
     # 32-bit-EFI and XLF_5LEVEL checks that follow in the kernel cannot fire.
-    printk.pr_debug(_PR + "It's a relocatable bzImage64")
+    printk.pr_debug(BZIMAGE64_PR_FMT + "It's a relocatable bzImage64")
     return 0

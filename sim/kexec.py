@@ -47,7 +47,8 @@ from sim.bootparam import (
     KhoData,
     pack_setup_data,
 )
-from sim.bzimage import bzImage64_probe, kern16_size, make_bzimage
+from sim.bzimage import BZIMAGE64_PR_FMT as _PR_BZ
+from sim.bzimage import bzImage64_probe, kern16_size, make_bzimage, setup_header
 from sim.physmem import PhysMem
 from sim.printk import Printk
 from sim.sizes import PAGE_SIZE, SZ_1M, SZ_16M, U64_MAX, ULONG_MAX
@@ -94,7 +95,6 @@ COLD_BOOT_CMDLINE_ADDR = 0x99000
 COLD_BOOT_TYPE_OF_LOADER = 0xFF     # "boot loader without an assigned id" (boot.rst)
 
 _PR_FILE = "kexec_file: "
-_PR_BZ = "kexec-bzImage64: "
 
 
 def ALIGN(x: int, a: int) -> int:
@@ -485,10 +485,8 @@ class Kexec:
                  + SETUP_DATA_HDR_SIZE + RNG_SEED_LENGTH + SETUP_DATA_HDR_SIZE + KHO_DATA_SIZE)
         params = bytearray(bufsz)
         efi_setup_data_offset = params_cmdline_sz + ALIGN(efi_map_sz, 16)
-        # Copy the setup header as boot.rst says: it ends at 0x202 + the jump byte.
-        hdr_size = 0x0202 + kernel[0x0201] - SETUP_HEADER_OFFSET
-        params[SETUP_HEADER_OFFSET:SETUP_HEADER_OFFSET + hdr_size] = \
-            kernel[SETUP_HEADER_OFFSET:SETUP_HEADER_OFFSET + hdr_size]
+        header = setup_header(kernel)
+        params[SETUP_HEADER_OFFSET:SETUP_HEADER_OFFSET + len(header)] = header
         kbuf = KexecBuf(image, bytes(params), bufsz, memsz=bufsz, buf_align=16, buf_min=MIN_BOOTPARAM_ADDR,
                         buf_max=ULONG_MAX, top_down=True)
         ret = self.kexec_add_buffer(kbuf)
@@ -653,9 +651,8 @@ def write_cold_boot(physmem: PhysMem, e820: list[E820Entry], cmdline: str, kerne
     k16 = kern16_size(image)
     physmem.write(kernel_load_addr, image[k16:])
     raw = bytearray(BOOT_PARAMS_SIZE)
-    hdr_size = 0x0202 + image[0x0201] - SETUP_HEADER_OFFSET
-    raw[SETUP_HEADER_OFFSET:SETUP_HEADER_OFFSET + hdr_size] = \
-        image[SETUP_HEADER_OFFSET:SETUP_HEADER_OFFSET + hdr_size]
+    header = setup_header(image)
+    raw[SETUP_HEADER_OFFSET:SETUP_HEADER_OFFSET + len(header)] = header
     bp = BootParams.from_bytes(bytes(raw))
     line = cmdline.encode("utf-8", "surrogateescape")
     if len(line) > bp.cmdline_size:
