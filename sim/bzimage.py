@@ -61,7 +61,6 @@ PAYLOAD_MAGIC = b"KHOFSKRN"
 PAYLOAD_HEADER_VERSION = 1
 _PAYLOAD_HDR = struct.Struct("<8sIIIIHHHH")
 KERNEL_INFO_MAGIC = b"LToP"
-ARM64_IMAGE_MAGIC = b"ARM\x64"         # at offset 0x38 of an arm64 Image
 
 # pr_fmt of arch/x86/kernel/kexec-bzimage64.c, whose probe is here and whose loader is in sim.kexec.
 BZIMAGE64_PR_FMT = "kexec-bzImage64: "

@@ -139,8 +139,5 @@ class PageAllocator:
     def free_folio(self, folio: Folio) -> None:
         self._free.add(folio.pfn, folio.pfn + (1 << folio.order))
 
-    def is_free(self, pfn: int, nr_pages: int = 1) -> bool:
-        return bool(self._free.overlapping(pfn, pfn + nr_pages))
-
     def nr_free_pages(self) -> int:
         return self._free.total()
