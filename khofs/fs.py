@@ -157,7 +157,7 @@ class KhoFs(mfusepy.Operations):
         print(f"khofs: {text}", file=sys.stderr, flush=True)
 
     @property
-    def _kernel(self) -> Any:
+    def _kernel(self) -> KernelLike:
         return self._machine.kernel
 
     @staticmethod
@@ -416,12 +416,7 @@ class KhoFs(mfusepy.Operations):
             if call.get("cmd") != "kexec":
                 raise OSError(errno.EINVAL, "only LINUX_REBOOT_CMD_KEXEC is simulated")
             self._machine.kexec()             # OSError(EINVAL) when nothing is loaded
-        elif name == "kexec_load":
-            kexec_load = getattr(self._kernel, "kexec_load", None)
-            if kexec_load is None:      # CONFIG_KEXEC=n: sys_ni_syscall
-                raise OSError(errno.ENOSYS, "kexec_load")
-            kexec_load(call, payload)
-        else:
+        else:                                   # kexec_load included: the kernel has no such call
             raise OSError(errno.ENOSYS, name)
 
 
