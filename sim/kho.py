@@ -192,16 +192,17 @@ class KexecHandover:
 
     # -- the preservation tracker --
 
-    def _bitmap_alloc(self) -> int:
+    def _zalloc(self, size: int) -> int:
+        """Bitmaps and chunks alike: 6.18 takes a zeroed page (its bitmaps are page-sized), 6.16 kzallocs."""
         if self.k.kver >= (6, 18):
             folio = self.k.page_alloc.alloc_pages(0)
             if folio is None:
                 return 0
             self.k.physmem.fill(folio.phys, PAGE_SIZE, 0)
             return folio.phys
-        return self.k.slab.kzalloc(self.preserve_bits // 8)
+        return self.k.slab.kzalloc(size)
 
-    def _bitmap_free(self, phys: int) -> None:
+    def _free(self, phys: int) -> None:
         if self.k.kver >= (6, 18):
             self.k.page_alloc.free_folio(Folio(PHYS_PFN(phys), 0))
         else:
@@ -214,7 +215,7 @@ class KexecHandover:
         bits = self.ser.track.setdefault(order, {})
         index = pfn_high // self.preserve_bits
         if index not in bits:
-            phys = self._bitmap_alloc()
+            phys = self._zalloc(self.preserve_bits // 8)
             if not phys:
                 return -errno.ENOMEM
             bits[index] = phys
@@ -268,13 +269,7 @@ class KexecHandover:
     # -- serialization (wire format, spec kho.md §4.2) --
 
     def _new_chunk(self, prev: int, order: int) -> int:
-        if self.k.kver >= (6, 18):
-            folio = self.k.page_alloc.alloc_pages(0)
-            chunk = folio.phys if folio else 0
-            if chunk:
-                self.k.physmem.fill(chunk, PAGE_SIZE, 0)
-        else:
-            chunk = self.k.slab.kzalloc(PAGE_SIZE)
+        chunk = self._zalloc(PAGE_SIZE)
         if not chunk:
             return 0
         self.k.physmem.write(chunk + 8, struct.pack("<I", order))
@@ -282,17 +277,11 @@ class KexecHandover:
             self.k.physmem.write_u64(prev, chunk)
         return chunk
 
-    def _free_chunk(self, chunk: int) -> None:
-        if self.k.kver >= (6, 18):
-            self.k.page_alloc.free_folio(Folio(PHYS_PFN(chunk), 0))
-        else:
-            self.k.slab.kfree(chunk)
-
     def kho_mem_ser_free(self, first: int) -> None:
         chunk = first
         while chunk:
             nxt = self.k.physmem.read_u64(chunk)
-            self._free_chunk(chunk)
+            self._free(chunk)
             chunk = nxt
 
     def kho_mem_serialize(self) -> int:
@@ -383,7 +372,7 @@ class KexecHandover:
     def kho_abort(self) -> int:
         for order in self.ser.track.values():
             for bitmap in order.values():
-                self._bitmap_free(bitmap)
+                self._free(bitmap)
         self.ser.track.clear()
         if self.ser.preserved_mem_map:
             self.kho_mem_ser_free(self.ser.preserved_mem_map)
