@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from sim.kstrtox import kstrtobool, kstrtol, kstrtouint, simple_strtoull
 from sim.printk import LOGLEVEL_ERR, LOGLEVEL_NOTICE, LOGLEVEL_WARNING
-from sim.sizes import U64_MAX
+from sim.sizes import SMP_CACHE_BYTES, U64_MAX
 
 # printk(): the text as dmesg shows it (pr_fmt prefix included) and its log level.
 # sim.printk.Printk.log has this shape.
@@ -29,7 +29,6 @@ LogSink = Callable[[str, int], None]
 # An early_param()/__setup() function: the value (None for a bare `kho`) in, int out.
 SetupFunc = Callable[[str | None], int]
 
-SMP_CACHE_BYTES = 64  # x86_64 L1_CACHE_BYTES; reserve_mem= raises smaller alignments to it
 RESERVE_MEM_MAX_ENTRIES = 8
 RESERVE_MEM_NAME_SIZE = 16
 

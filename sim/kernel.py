@@ -45,6 +45,7 @@ from sim.sizes import (
     PFN_DOWN,
     PFN_UP,
     PHYS_ADDR_MAX,
+    SMP_CACHE_BYTES,
     SZ_1M,
     SZ_2M,
     SZ_16M,
@@ -83,7 +84,7 @@ class Kernel:
         self.load_addr = load_addr
         self.boot_params_phys = boot_params
         self.printk = Printk()
-        self.memblock = Memblock(self.physmem, numa=True, smp_cache_bytes=64)
+        self.memblock = Memblock(self.physmem, numa=True, smp_cache_bytes=SMP_CACHE_BYTES)
         self.memblock.printk = self.printk.pr_info
         self.debugfs = Debugfs()
         self.page_alloc = PageAllocator(self.physmem, scrub=machine.scrub)

@@ -20,6 +20,9 @@ NR_PAGE_ORDERS = MAX_PAGE_ORDER + 1
 pageblock_order = 9
 CMA_MIN_ALIGNMENT_BYTES = PAGE_SIZE << pageblock_order
 
+# x86_64 L1_CACHE_BYTES: memblock's default alignment, and reserve_mem='s minimum.
+SMP_CACHE_BYTES = 64
+
 U64_MAX = (1 << 64) - 1
 PHYS_ADDR_MAX = U64_MAX
 ULONG_MAX = U64_MAX
