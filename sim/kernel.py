@@ -287,7 +287,7 @@ class Kernel:
         for blk in self.machine.srat:
             mb.set_node(blk.start, blk.end - blk.start, mb.memory, blk.nid)
         for region in mb.memory.regions:
-            if 0 <= region.nid < 16:
+            if mb.numa_valid_node(region.nid):
                 nodes.add(region.nid)
         self.online_nodes = sorted(nodes)
         for blk in self.machine.srat:
