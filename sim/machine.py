@@ -47,9 +47,14 @@ def _size(value: int | str) -> int:
     return size
 
 
+def _q35_lowmem(mem: int) -> int:
+    """How much of the RAM q35 maps below 4 GiB."""
+    return SZ_2G if mem >= Q35_LOWMEM_THRESHOLD else mem
+
+
 def q35_e820(mem: int) -> list[E820Entry]:
     """The firmware memory map QEMU's q35 machine reports for `mem` bytes of RAM."""
-    lowmem = SZ_2G if mem >= Q35_LOWMEM_THRESHOLD else mem
+    lowmem = _q35_lowmem(mem)
     table = [
         E820Entry(0, 0x9FC00, E820_TYPE_RAM),
         E820Entry(0x9FC00, 0xA0000 - 0x9FC00, E820_TYPE_RESERVED),
@@ -63,7 +68,7 @@ def q35_e820(mem: int) -> list[E820Entry]:
 
 def ram_spans(mem: int) -> list[tuple[int, int]]:
     """Address spans RAM occupies ([0, lowmem) and [4 GiB, ...)), legacy holes included."""
-    lowmem = SZ_2G if mem >= Q35_LOWMEM_THRESHOLD else mem
+    lowmem = _q35_lowmem(mem)
     spans = [(0, lowmem)]
     if mem > lowmem:
         spans.append((SZ_4G, SZ_4G + mem - lowmem))
