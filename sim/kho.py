@@ -92,6 +92,12 @@ class KhoScratch:
     size: int
 
 
+def _unpack_scratch(raw: bytes) -> list[KhoScratch]:
+    """A struct kho_scratch[] as it lies in RAM, whole entries only."""
+    return [KhoScratch(*struct.unpack_from("<QQ", raw, off))
+            for off in range(0, len(raw) - KHO_SCRATCH_SIZE + 1, KHO_SCRATCH_SIZE)]
+
+
 class KexecHandover:
     """One kernel's KHO state (the kho_out / kho_in / scratch globals of kexec_handover.c)."""
 
@@ -130,9 +136,8 @@ class KexecHandover:
     @property
     def kho_scratch(self) -> list[KhoScratch]:
         """The scratch array as it stands in RAM (the kernel only ever holds a pointer to it)."""
-        raw = self.k.physmem.read(self.kho_scratch_phys, self.kho_scratch_cnt * KHO_SCRATCH_SIZE)
-        return [KhoScratch(*struct.unpack_from("<QQ", raw, i * KHO_SCRATCH_SIZE))
-                for i in range(self.kho_scratch_cnt)]
+        return _unpack_scratch(self.k.physmem.read(self.kho_scratch_phys,
+                                                   self.kho_scratch_cnt * KHO_SCRATCH_SIZE))
 
     def scratch_size_update(self) -> None:
         if not self.scratch_scale:
@@ -565,8 +570,8 @@ class KexecHandover:
             printk.pr_warn(f"KHO: setup: {problem} [khofs: not checked by Linux]")
             return -errno.EINVAL
         mb = self.k.memblock
-        for i in range(scratch_len // KHO_SCRATCH_SIZE):
-            addr, size = struct.unpack_from("<QQ", raw, i * KHO_SCRATCH_SIZE)
+        for area in _unpack_scratch(raw):
+            addr, size = area.addr, area.size
             mb.add(addr, size)
             err = mb.mark_kho_scratch(addr, size)
             if err:
