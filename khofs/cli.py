@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from khofs.fs import DMESG_PATH, serve
+from khofs.kexec import DEFAULT_ROOT
 
 _IN_NAMESPACE = "KHOFS_IN_PRIVATE_MOUNT_NS"
 _MOUNT_WAIT_S = 10.0
@@ -213,7 +214,7 @@ def cmd_mkimage(args: argparse.Namespace) -> int:
 
 
 def cmd_dmesg(args: argparse.Namespace) -> int:
-    path = os.path.join(os.environ.get("KHOFS_ROOT", "/run/khofs"), DMESG_PATH.lstrip("/"))
+    path = os.path.join(os.environ.get("KHOFS_ROOT", DEFAULT_ROOT), DMESG_PATH.lstrip("/"))
     try:
         with open(path, "rb") as f:
             log = f.read()

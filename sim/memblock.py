@@ -8,6 +8,7 @@ Addresses are u64 physical addresses; virtual = physical (``__pa``/``__va`` are 
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,8 +28,6 @@ from sim.sizes import (
     round_down,
     round_up,
 )
-
-ENOMEM = 12
 
 NUMA_NO_NODE = -1
 NODES_SHIFT = 4
@@ -302,7 +301,7 @@ class Memblock:
                 return 0
             while len(rgn) + nr_new > type.max:
                 if self._double_array(type, obase, size) < 0:
-                    return -ENOMEM
+                    return -errno.ENOMEM
             insert = True
 
     def _isolate_range(self, type: MemblockType, base: int, size: int) -> tuple[int, int] | None:
@@ -352,7 +351,7 @@ class Memblock:
     def _remove_range(self, type: MemblockType, base: int, size: int) -> int:
         span = self._isolate_range(type, base, size)
         if span is None:
-            return -ENOMEM
+            return -errno.ENOMEM
         start_rgn, end_rgn = span
         for i in range(end_rgn - 1, start_rgn - 1, -1):
             self._remove_region(type, i)
@@ -405,7 +404,7 @@ class Memblock:
     def _setclr_flag(self, type: MemblockType, base: int, size: int, set: bool, flag: int) -> int:
         span = self._isolate_range(type, base, size)
         if span is None:
-            return -ENOMEM
+            return -errno.ENOMEM
         start_rgn, end_rgn = span
         for r in type._rgn[start_rgn:end_rgn]:
             if set:
@@ -458,7 +457,7 @@ class Memblock:
             return 0
         span = self._isolate_range(type, base, size)
         if span is None:
-            return -ENOMEM
+            return -errno.ENOMEM
         start_rgn, end_rgn = span
         for r in type._rgn[start_rgn:end_rgn]:
             r.nid = nid
