@@ -472,9 +472,9 @@ class KexecHandover:
         """The incoming root FDT, mapped (read) from RAM."""
         if not self.kho_in_fdt_phys:
             return None
-        return self._map_fdt(self.kho_in_fdt_phys, PAGE_SIZE)
+        return self.map_fdt(self.kho_in_fdt_phys, PAGE_SIZE)
 
-    def _map_fdt(self, phys: int, length: int) -> bytes:
+    def map_fdt(self, phys: int, length: int) -> bytes:
         """early_memremap(phys, length) as libfdt then uses it: it trusts the header's totalsize
         and reads past the mapped length, so the simulator maps what the header claims (within
         RAM, at most FDT_MAP_MAX — a bound of its own so garbage cannot exhaust the host)."""
@@ -546,7 +546,7 @@ class KexecHandover:
     def _kho_populate(self, fdt_phys: int, fdt_len: int, scratch_phys: int, scratch_len: int) -> int:
         printk = self.k.printk
         try:
-            fdt = self._map_fdt(fdt_phys, fdt_len)
+            fdt = self.map_fdt(fdt_phys, fdt_len)
         except ValueError:
             printk.pr_warn(f"KHO: setup: failed to memremap FDT (0x{fdt_phys:x})")
             return -errno.EFAULT

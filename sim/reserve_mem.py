@@ -167,7 +167,7 @@ class ReserveMem:
                 self.k.printk.pr_warn(f"failed to retrieve FDT '{MEMBLOCK_KHO_FDT}' from KHO: {err}")
             return None
         try:
-            fdt = self.k.physmem.read(phys, PAGE_SIZE)
+            fdt = self.k.kho.map_fdt(phys, PAGE_SIZE)
         except ValueError:
             return None
         err = libfdt.fdt_node_check_compatible(fdt, 0, MEMBLOCK_KHO_NODE_COMPATIBLE)

@@ -172,7 +172,7 @@ class TestKho:
 
     def kho_test_restore(self, fdt_phys: int) -> int:
         try:
-            fdt = self.k.physmem.read(fdt_phys, libfdt.fdt_totalsize(self.k.physmem.read(fdt_phys, 8)))
+            fdt = self.k.kho.map_fdt(fdt_phys, 8)
         except ValueError:
             return -errno.EINVAL
         node = libfdt.fdt_path_offset(fdt, "/")
