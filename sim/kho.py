@@ -9,7 +9,7 @@ deserialization into memblock, kho_retrieve_subtree() and kho_restore_folio().
 import errno
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -90,6 +90,39 @@ class KhoSerialization:
 class KhoScratch:
     addr: int
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class KhoMemChunk:
+    """One struct khoser_mem_chunk as it lies in RAM.
+
+    `num` is the header's count as stored; `bitmaps` holds the (phys_start, bitmap) pairs
+    of the entries that fit in the chunk's page, so at most KHOSER_BITMAP_SIZE of them.
+    """
+
+    phys: int
+    next: int
+    order: int
+    num: int
+    bitmaps: tuple[tuple[int, int], ...]
+
+
+def kho_mem_chunks(read: Callable[[int, int], bytes], first: int) -> Iterator[KhoMemChunk]:
+    """Walk the preserved-memory chunk list from `first` as kho_mem_deserialize does.
+
+    A pure decoder over `read(phys, size)` (PhysMem.read, a dump, /dev/mem), trusting the
+    list as Linux does: it neither detects loops nor checks addresses, so a caller that
+    meets hostile input stops the walk itself.  Each page is read before its chunk is
+    yielded; the next one only when the walk resumes.
+    """
+    chunk = first
+    while chunk:
+        page = read(chunk, PAGE_SIZE)
+        nxt, order, num = struct.unpack_from("<QII", page)
+        bitmaps = tuple(struct.unpack_from("<QQ", page, KHOSER_HDR_SIZE + i * KHOSER_ELM_SIZE)
+                        for i in range(min(num, KHOSER_BITMAP_SIZE)))
+        yield KhoMemChunk(chunk, nxt, order, num, bitmaps)
+        chunk = nxt
 
 
 def _unpack_scratch(raw: bytes) -> list[KhoScratch]:
@@ -596,29 +629,29 @@ class KexecHandover:
         if value is None or length != 8:
             return ""          # Linux itself reports this later, in kho_mem_deserialize
         size = self.k.physmem.size
-        seen: set[int] = set()
-        chunk = struct.unpack("<Q", value)[0]
-        while chunk:
-            if chunk in seen:
-                return f"preserved memory map loops back to chunk 0x{chunk:x}"
-            seen.add(chunk)
-            if chunk % PAGE_SIZE or chunk + PAGE_SIZE > size:
-                return f"preserved memory map chunk 0x{chunk:x} is outside RAM or misaligned"
-            page = self.k.physmem.read(chunk, PAGE_SIZE)
-            nxt, order, num = struct.unpack_from("<QII", page)
-            if num > KHOSER_BITMAP_SIZE:
-                return f"preserved memory map chunk 0x{chunk:x} claims {num} bitmaps"
-            if order + PAGE_SHIFT >= 64:
-                return f"preserved memory map chunk 0x{chunk:x} has order {order}"
-            for i in range(num):
-                phys_start, bitmap = struct.unpack_from("<QQ", page, KHOSER_HDR_SIZE + i * KHOSER_ELM_SIZE)
-                nbytes = self.preserve_bits // 8
+        nbytes = self.preserve_bits // 8
+        first = struct.unpack("<Q", value)[0]
+        problem = _bad_chunk_addr(first, size)
+        if problem or not first:
+            return problem
+        seen = {first}
+        for chunk in kho_mem_chunks(self.k.physmem.read, first):
+            if chunk.num > KHOSER_BITMAP_SIZE:
+                return f"preserved memory map chunk 0x{chunk.phys:x} claims {chunk.num} bitmaps"
+            if chunk.order + PAGE_SHIFT >= 64:
+                return f"preserved memory map chunk 0x{chunk.phys:x} has order {chunk.order}"
+            for phys_start, bitmap in chunk.bitmaps:
                 if bitmap + nbytes > size:
                     return f"preserved memory bitmap 0x{bitmap:x} is outside RAM"
                 bits = int.from_bytes(self.k.physmem.read(bitmap, nbytes), "little")
-                if bits and phys_start + (bits.bit_length() << (order + PAGE_SHIFT)) > size:
-                    return f"preserved memory at 0x{phys_start:x} (order {order}) is outside RAM"
-            chunk = nxt
+                if bits and phys_start + (bits.bit_length() << (chunk.order + PAGE_SHIFT)) > size:
+                    return f"preserved memory at 0x{phys_start:x} (order {chunk.order}) is outside RAM"
+            if chunk.next in seen:
+                return f"preserved memory map loops back to chunk 0x{chunk.next:x}"
+            seen.add(chunk.next)
+            problem = _bad_chunk_addr(chunk.next, size)
+            if problem:
+                return problem
         return ""
 
     def kho_release_scratch(self) -> None:
@@ -646,14 +679,9 @@ class KexecHandover:
         if value is None or length != 8:
             self.k.printk.pr_err("KHO: failed to get preserved memory bitmaps")
             return
-        chunk = struct.unpack("<Q", value)[0]
-        while chunk:
-            page = self.k.physmem.read(chunk, PAGE_SIZE)
-            nxt, order, num = struct.unpack_from("<QII", page)
-            for i in range(num):
-                phys_start, bitmap = struct.unpack_from("<QQ", page, KHOSER_HDR_SIZE + i * KHOSER_ELM_SIZE)
-                self.deserialize_bitmap(order, phys_start, bitmap)
-            chunk = nxt
+        for chunk in kho_mem_chunks(self.k.physmem.read, struct.unpack("<Q", value)[0]):
+            for phys_start, bitmap in chunk.bitmaps:
+                self.deserialize_bitmap(chunk.order, phys_start, bitmap)
 
     def kho_memory_init(self) -> None:
         """mm_core_init hook: revive on a KHO boot, reserve fresh scratch otherwise."""
@@ -696,6 +724,13 @@ class KexecHandover:
             if ret:
                 break
         return 0 if ret == 1 else -errno.EADDRNOTAVAIL
+
+
+def _bad_chunk_addr(chunk: int, ram_size: int) -> str:
+    """Why the simulator refuses to read a chunk at `chunk` ("" when it may)."""
+    if chunk % PAGE_SIZE or chunk + PAGE_SIZE > ram_size:
+        return f"preserved memory map chunk 0x{chunk:x} is outside RAM or misaligned"
+    return ""
 
 
 def _lld(value: int) -> int:
