@@ -21,6 +21,7 @@ from sim.memblock import (
     MEMBLOCK_ALLOC_ACCESSIBLE,
     MEMBLOCK_ALLOC_ANYWHERE,
     MEMBLOCK_KHO_SCRATCH,
+    MEMBLOCK_RSRV_NOINIT,
     NUMA_NO_NODE,
 )
 from sim.page_alloc import Folio
@@ -152,6 +153,9 @@ class KexecHandover:
         self.kho_in_scratch_phys = 0
         self.kho_in_dir: Dentry | None = None
         self.kho_in_fdt_list: list[Dentry] = []
+        # Claims on preserved memory made before kho_memory_init read the map (reserve_mem
+        # revives while the command line is parsed); None once the map has been read.
+        self._pending_claims: list[tuple[str, int, int]] | None = []
 
     # -- version switches (spec kho.md §0) --
 
@@ -565,10 +569,62 @@ class KexecHandover:
             if magic != KHO_PAGE_MAGIC or order > MAX_PAGE_ORDER:
                 return None
             self.k.page_alloc.page_private.pop(pfn, None)
-            return Folio(pfn, order)
-        if private > MAX_PAGE_ORDER:
-            return None
-        return Folio(pfn, private)
+        else:
+            order = private
+            if order > MAX_PAGE_ORDER:
+                return None
+        self.kho_check_preserved("restored folio", phys, PAGE_SIZE << order)
+        return Folio(pfn, order)
+
+    # -- the simulator's always-on loss check (Linux 6.16 has none) --
+
+    def kho_check_preserved(self, what: str, phys: int, size: int) -> bool:
+        """The one place a kernel that takes memory over from KHO asks whether it was handed over.
+
+        Reviving a reserve_mem range or restoring a folio trusts that the previous kernel
+        preserved it; Linux never checks, so memory the map does not cover has been freed
+        (and, on a busy machine, overwritten) while its user carries on.  The check uses only
+        what this kernel deserialized.  Claims made before the map is read (reserve_mem revives
+        during command-line parsing) are checked once kho_memory_init has read it.  False and a
+        khofs line when some of [phys, phys+size) is not covered or lies in scratch, which this
+        kernel may have reused before it read the map.
+        """
+        if self._pending_claims is not None:
+            self._pending_claims.append((what, phys, size))
+            return True
+        where = f"{what} [mem {phys:#018x}-{phys + size - 1:#018x}]"
+        gap = self.kho_preserved_gap(phys, size)
+        if gap is not None:
+            problem = f"is not in the preserved memory map from {gap:#x} on"
+        else:
+            area = next((a for a in self.kho_scratch
+                         if a.addr < phys + size and phys < a.addr + a.size), None)
+            if area is None:
+                return True
+            # Preserved, but scratch is this kernel's to use from its first allocation.
+            problem = f"lies in scratch [mem {area.addr:#018x}-{area.addr + area.size - 1:#018x}]"
+        self.k.printk.pr_warn(f"KHO: {where} {problem}; its contents are lost [khofs: not checked by Linux]")
+        return False
+
+    def kho_preserved_gap(self, phys: int, size: int) -> int | None:
+        """The first address of [phys, phys+size) that no deserialized preservation covers, or None.
+
+        kho_mem_deserialize leaves every preserved block reserved and marked RSRV_NOINIT in
+        memblock, so the reserved regions carrying that flag are the map as this kernel read it.
+        """
+        mb = self.k.memblock
+        regions = mb.reserved.regions
+        cur, end = phys, phys + size
+        i = mb.search(mb.reserved, cur) if mb.reserved.cnt else -1
+        while cur < end:
+            if i < 0 or i >= mb.reserved.cnt:
+                return cur
+            r = regions[i]
+            if r.base > cur or not r.flags & MEMBLOCK_RSRV_NOINIT:
+                return cur
+            cur = r.base + r.size
+            i += 1
+        return None
 
     def kho_populate(self, fdt_phys: int, fdt_len: int, scratch_phys: int, scratch_len: int) -> None:
         """Called from x86 setup_data parsing, before memblock knows any RAM."""
@@ -685,16 +741,19 @@ class KexecHandover:
 
     def kho_memory_init(self) -> None:
         """mm_core_init hook: revive on a KHO boot, reserve fresh scratch otherwise."""
-        if self.kho_in_scratch_phys:
-            self.kho_scratch_phys = self.kho_in_scratch_phys
-            self.kho_release_scratch()
-            fdt = self.kho_get_fdt()
-            assert fdt is not None
-            self.kho_mem_deserialize(fdt)
-            if self.kho_restore_folio(self.kho_in_fdt_phys) is None:
-                self.k.printk.pr_warn("KHO: failed to restore folio for KHO fdt")
-        else:
+        claims, self._pending_claims = self._pending_claims or [], None
+        if not self.kho_in_scratch_phys:
             self.kho_reserve_scratch()
+            return
+        self.kho_scratch_phys = self.kho_in_scratch_phys
+        self.kho_release_scratch()
+        fdt = self.kho_get_fdt()
+        assert fdt is not None
+        self.kho_mem_deserialize(fdt)
+        for what, phys, size in claims:
+            self.kho_check_preserved(what, phys, size)
+        if self.kho_restore_folio(self.kho_in_fdt_phys) is None:
+            self.k.printk.pr_warn("KHO: failed to restore folio for KHO fdt")
 
     # -- kexec_file_load helpers --
 

@@ -205,4 +205,5 @@ class ReserveMem:
             return False
         self.reserved_mem_add(start, size, name)
         printk.pr_info(f"Revived memory reservation '{name}' from KHO")
+        self.k.kho.kho_check_preserved(f"reserve_mem '{name}'", start, size)
         return True
