@@ -3,11 +3,12 @@
     khofs mount MOUNTPOINT [machine options] [-f]   serve the machine's tree (a daemon unless -f)
     khofs umount MOUNTPOINT                         unmount it (also after the daemon was killed)
     khofs run [machine options] -- CMD ARGS...      CMD sees the machine at the real paths
-    khofs shell [machine options]                   `run -- bash -i`
+    khofs attach MOUNTPOINT -- CMD ARGS...          the same, on the machine a `khofs mount` serves
+    khofs shell [machine options | --attach MOUNTPOINT]   an interactive bash there, prompt `(khofs) `
     khofs mkimage OUT [--kernel-version V] [--cmdline S]   a bzImage to kexec into
     khofs dmesg                                     the kernel log (the `dmesg` inside `run`)
 
-`run` re-executes itself under `unshare -m --propagation private`, so its bind
+`run` and `attach` re-execute themselves under `unshare -m --propagation private`, so their bind
 mounts (/sys/kernel, /proc/cmdline, /proc/iomem, /dev/mem) exist only for CMD
 and vanish with it: the host's mount table is never touched.  A bind target the
 host lacks (containers often have no /dev/mem) is skipped, not created: use
@@ -17,16 +18,18 @@ $KHOFS_ROOT/dev/mem there.
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from khofs.fs import DMESG_PATH, serve
+from khofs.fs import DMESG_PATH, SYSCALL_PATH, serve
 from khofs.kexec import DEFAULT_ROOT
 
 _IN_NAMESPACE = "KHOFS_IN_PRIVATE_MOUNT_NS"
@@ -41,20 +44,56 @@ class CliError(Exception):
     """A failure to report as one line, `khofs: ...`, with exit status 1."""
 
 
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}") from None
+
+
+@dataclass(frozen=True)
+class MachineOption:
+    """One row of the option table: the Machine keyword `--keyword-with-dashes` feeds."""
+
+    keyword: str
+    kwargs: dict[str, Any]
+    convert: Callable[[Any], Any] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.keyword.replace("_", "-")
+
+    def value(self, args: argparse.Namespace) -> Any:
+        value = getattr(args, self.keyword)
+        return value if self.convert is None else self.convert(value)
+
+
+# Every Machine keyword the CLI offers, in one table (`mount`, `run` and `shell` share it).
+MACHINE_OPTIONS = (
+    MachineOption("mem", {"default": "8G", "help": "RAM size, memparse syntax (default 8G)"}),
+    MachineOption("nodes", {"type": int, "default": 2, "help": "NUMA nodes (default 2)"}),
+    MachineOption("cmdline", {"default": "", "help": "the boot loader's kernel command line"}),
+    MachineOption("kernel_version", {"default": "6.16", "help": "6.16 (default), 6.17 or 6.18"}),
+    MachineOption("kernel_size", {"default": "32M", "help": "the image's init_size (default 32M)"}),
+    MachineOption("initrd", {"metavar": "FILE", "help": "a file the boot loader loads as the initrd"},
+                  lambda path: None if path is None else _read_file(path)),
+    MachineOption("seed", {"type": int, "default": 0, "help": "the hardware RNG's seed (default 0)"}),
+    MachineOption("scrub", {"action": "store_true", "help": "poison memory a kernel did not preserve"}),
+    MachineOption("test_kho", {"action": "store_true",
+                               "help": "build kernels with CONFIG_TEST_KEXEC_HANDOVER"}),
+)
+
+
 def _machine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("machine options (as sim.machine.Machine)")
-    g.add_argument("--mem", default="8G", help="RAM size, memparse syntax (default 8G)")
-    g.add_argument("--nodes", type=int, default=2, help="NUMA nodes (default 2)")
-    g.add_argument("--cmdline", default="", help="the boot loader's kernel command line")
-    g.add_argument("--kernel-version", default="6.16", help="6.16 (default), 6.17 or 6.18")
-    g.add_argument("--scrub", action="store_true", help="poison memory a kernel did not preserve")
-    g.add_argument("--test-kho", action="store_true", help="build kernels with CONFIG_TEST_KEXEC_HANDOVER")
+    for option in MACHINE_OPTIONS:
+        g.add_argument(option.flag, dest=option.keyword, **option.kwargs)
 
 
 def _boot(args: argparse.Namespace) -> Any:
     from sim.machine import Machine  # late: `mkimage` and `umount` need no kernel
-    machine = Machine(mem=args.mem, nodes=args.nodes, cmdline=args.cmdline,
-                      kernel_version=args.kernel_version, scrub=args.scrub, test_kho=args.test_kho)
+    machine = Machine(**{o.keyword: o.value(args) for o in MACHINE_OPTIONS})
     machine.boot()
     return machine
 
@@ -120,9 +159,16 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
 # -- run / shell --
 
-def _shim_dir(root: str) -> str:
-    """`kexec` and `dmesg` for CMD's PATH: thin scripts that run our clones with this Python."""
+# `khofs shell`'s rc file: the user's own set-up, then a prompt that says which machine this is.
+_BASHRC = '[ -f ~/.bashrc ] && . ~/.bashrc\nPS1="(khofs) $PS1"\n'
+
+
+def _shim_dir() -> str:
+    """`kexec` and `dmesg` for CMD's PATH (thin scripts that run our clones with this Python),
+    and the shell's rc file."""
     shims = tempfile.mkdtemp(prefix="khofs-bin-")
+    with open(os.path.join(shims, "bashrc"), "w") as f:
+        f.write(_BASHRC)
     pythonpath = str(Path(__file__).resolve().parent.parent)
     for name, module in (("kexec", "khofs.kexec"), ("dmesg", "khofs.cli dmesg")):
         path = os.path.join(shims, name)
@@ -134,7 +180,7 @@ def _shim_dir(root: str) -> str:
 
 
 def _in_private_namespace(argv: list[str]) -> None:
-    """Re-exec `khofs run ...` in a private mount namespace; returns only if we are in one already."""
+    """Re-exec `khofs ...` in a private mount namespace; returns only if we are in one already."""
     if os.environ.pop(_IN_NAMESPACE, None) == "1":
         return
     env = dict(os.environ, **{_IN_NAMESPACE: "1"})
@@ -145,8 +191,37 @@ def _in_private_namespace(argv: list[str]) -> None:
         raise CliError(f"cannot run unshare: {e.strerror}") from None
 
 
-def _run(args: argparse.Namespace, command: list[str], argv: list[str]) -> int:
-    _in_private_namespace(argv)
+def _enter(root: str, command: list[str] | None) -> int:
+    """Run CMD (None: an interactive bash) with the machine mounted at root seen at the real paths;
+    CMD's exit status.  Must run in a private mount namespace: the binds vanish with it."""
+    bound: list[str] = []
+    shims = _shim_dir()
+    if command is None:
+        command = ["bash", "--rcfile", os.path.join(shims, "bashrc"), "-i"]
+    try:
+        for inside, target in BINDS:
+            if not os.path.exists(target):          # e.g. no /dev/mem in a container: use $KHOFS_ROOT/dev/mem
+                continue
+            done = subprocess.run(["mount", "--bind", os.path.join(root, inside), target],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise CliError(f"cannot bind {target}: {done.stderr.strip()}")
+            bound.append(target)
+        env = dict(os.environ, KHOFS_ROOT=root, PATH=f"{shims}:{os.environ.get('PATH', '')}")
+        try:
+            status = subprocess.run(command, env=env).returncode
+        except OSError as e:
+            raise CliError(f"cannot run {command[0]}: {e.strerror}") from None
+        return status if status >= 0 else 128 - status
+    finally:
+        for target in reversed(bound):
+            subprocess.run(["umount", "-l", target], capture_output=True)
+        shutil.rmtree(shims)
+
+
+def _run(args: argparse.Namespace, command: list[str] | None) -> int:
+    """A fresh machine, served from a thread for as long as CMD runs."""
+    _in_private_namespace(args.argv)
     machine = _boot(args)
     root = tempfile.mkdtemp(prefix="khofs-root-")
     failure: list[BaseException] = []
@@ -159,48 +234,42 @@ def _run(args: argparse.Namespace, command: list[str], argv: list[str]) -> int:
 
     thread = threading.Thread(target=server, name="khofs-fuse", daemon=True)
     thread.start()
-    bound: list[str] = []
-    shims = ""
     try:
         _wait_mounted(root, thread.is_alive)
-        for inside, target in BINDS:
-            if not os.path.exists(target):          # e.g. no /dev/mem in a container: use $KHOFS_ROOT/dev/mem
-                continue
-            done = subprocess.run(["mount", "--bind", os.path.join(root, inside), target],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                raise CliError(f"cannot bind {target}: {done.stderr.strip()}")
-            bound.append(target)
-        shims = _shim_dir(root)
-        env = dict(os.environ, KHOFS_ROOT=root, PATH=f"{shims}:{os.environ.get('PATH', '')}")
-        try:
-            status = subprocess.run(command, env=env).returncode
-        except OSError as e:
-            raise CliError(f"cannot run {command[0]}: {e.strerror}") from None
-        return status if status >= 0 else 128 - status
+        return _enter(root, command)
     finally:
-        for target in reversed(bound):
-            subprocess.run(["umount", "-l", target], capture_output=True)
         if os.path.ismount(root):
             _fusermount_u(root)
         thread.join(_MOUNT_WAIT_S)
-        for path in (shims and os.path.join(shims, "kexec"), shims and os.path.join(shims, "dmesg")):
-            if path:
-                os.unlink(path)
-        for path in (shims, root):
-            if path:
-                os.rmdir(path)
+        os.rmdir(root)
+
+
+def _attach(args: argparse.Namespace, command: list[str] | None) -> int:
+    """CMD against the machine an existing `khofs mount` serves, with the view `run` gives."""
+    root = os.path.abspath(args.attach)
+    if not os.path.exists(os.path.join(root, SYSCALL_PATH.lstrip("/"))):
+        raise CliError(f"attach: {args.attach} is not a khofs mount")
+    _in_private_namespace(args.argv)
+    return _enter(root, command)
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise CliError(f"{args.subcommand}: no command given ({args.synopsis})")
+    return command
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        raise CliError("run: no command given (khofs run [options] -- CMD ARGS...)")
-    return _run(args, command, args.argv)
+    return _run(args, _command(args))
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    return _attach(args, _command(args))
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    return _run(args, ["bash", "-i"], args.argv)
+    return _attach(args, None) if args.attach else _run(args, None)
 
 
 # -- mkimage / dmesg --
@@ -245,9 +314,15 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run CMD with the machine's files at /sys/kernel, /proc, /dev/mem")
     _machine_options(r)
     r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
-    r.set_defaults(func=cmd_run)
+    r.set_defaults(func=cmd_run, synopsis="khofs run [options] -- CMD ARGS...")
 
-    s = sub.add_parser("shell", help="an interactive bash on the machine (run -- bash -i)")
+    a = sub.add_parser("attach", help="run CMD as `run` does, against the machine a `khofs mount` serves")
+    a.add_argument("attach", metavar="MOUNTPOINT")
+    a.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    a.set_defaults(func=cmd_attach, synopsis="khofs attach MOUNTPOINT -- CMD ARGS...")
+
+    s = sub.add_parser("shell", help="an interactive bash on the machine, prompt `(khofs) ...`")
+    s.add_argument("--attach", metavar="MOUNTPOINT", help="the machine a `khofs mount` serves, not a new one")
     _machine_options(s)
     s.set_defaults(func=cmd_shell)
 
