@@ -7,6 +7,7 @@
     khofs shell [machine options | --attach MOUNTPOINT]   an interactive bash there, prompt `(khofs) `
     khofs mkimage OUT [--kernel-version V] [--cmdline S]   a bzImage to kexec into
     khofs dmesg                                     the kernel log (the `dmesg` inside `run`)
+    khofs decode [PATH] [--mem FILE] [--json]       a KHO hand-over as the kernel reads it
 
 `run` and `attach` re-execute themselves under `unshare -m --propagation private`, so their bind
 mounts (/sys/kernel, /proc/cmdline, /proc/iomem, /dev/mem) exist only for CMD
@@ -295,6 +296,11 @@ def cmd_dmesg(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decode(args: argparse.Namespace) -> int:
+    from khofs.decode import decode
+    return decode(args.path, args.mem, args.kernel_version, args.json, sys.stdout)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="khofs", description="A simulated Linux 6.16 machine with KHO, "
                                 "its kernel files served through FUSE.")
@@ -331,6 +337,14 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--kernel-version", default="6.16")
     i.add_argument("--cmdline", default="", help="built-in command line (CONFIG_CMDLINE)")
     i.set_defaults(func=cmd_mkimage)
+
+    c = sub.add_parser("decode", help="decode a KHO hand-over (root FDT, sub-FDTs, preserved memory)")
+    c.add_argument("path", nargs="?", help="a root FDT (default: the machine's kho/out/fdt, else in/fdt)")
+    c.add_argument("--mem", metavar="FILE", help="RAM as a raw dump (file offset = physical address)")
+    c.add_argument("--kernel-version", choices=("6.16", "6.17", "6.18"),
+                   help="layout of the hand-over (default: the mount's kernel, else guessed)")
+    c.add_argument("--json", action="store_true", help="one JSON object (schema in README.md)")
+    c.set_defaults(func=cmd_decode)
 
     d = sub.add_parser("dmesg", help="print the kernel log of the machine at $KHOFS_ROOT")
     d.set_defaults(func=cmd_dmesg)

@@ -576,19 +576,36 @@ def fdt_next_property_offset(fdt: Blob, offset: int) -> int:
     return offset if offset < 0 else _nextprop(fdt, offset)
 
 
+def _prop_at(fdt: Blob, offset: int) -> tuple[bytes | None, int, int]:
+    """The name, value buffer offset and length of the (checked) property at ``offset``."""
+    pos = _hdr(fdt, _OFF_DT_STRUCT) + offset
+    plen, nameoff = struct.unpack_from(">II", fdt, pos + 4)
+    data = pos + _PROP_HEADER_SIZE
+    if _hdr(fdt, _VERSION) < 0x10 and (offset + _PROP_HEADER_SIZE) % 8 and plen >= 8:
+        data += 4
+    return _get_string(fdt, _s32(nameoff)), data, plen
+
+
 def _getprop_pos(fdt: Blob, nodeoffset: int, name: bytes) -> tuple[int | None, int]:
     """Buffer offset of the value of property ``name`` and its length, or (None, error)."""
     offset = fdt_first_property_offset(fdt, nodeoffset)
     while offset >= 0:
-        pos = _hdr(fdt, _OFF_DT_STRUCT) + offset
-        plen, nameoff = struct.unpack_from(">II", fdt, pos + 4)
-        if _get_string(fdt, _s32(nameoff)) == name:
-            data = pos + _PROP_HEADER_SIZE
-            if _hdr(fdt, _VERSION) < 0x10 and (offset + _PROP_HEADER_SIZE) % 8 and plen >= 8:
-                data += 4
+        pname, data, plen = _prop_at(fdt, offset)
+        if pname == name:
             return data, plen
         offset = fdt_next_property_offset(fdt, offset)
     return None, offset
+
+
+def fdt_getprop_by_offset(fdt: Blob, offset: int) -> tuple[str | None, bytes | None, int]:
+    """``(name, value, length)`` of the property at ``offset``, or ``(None, None, negative error)``."""
+    err = _check_prop_offset(fdt, offset)
+    if err < 0:
+        return None, None, err
+    name, data, plen = _prop_at(fdt, offset)
+    if name is None:
+        return None, None, -FDT_ERR_BADSTRUCTURE
+    return name.decode("utf-8", "surrogateescape"), bytes(fdt[data:data + plen]), plen
 
 
 def fdt_getprop(fdt: Blob, nodeoffset: int, name: str) -> tuple[bytes | None, int]:

@@ -126,6 +126,60 @@ def kho_mem_chunks(read: Callable[[int, int], bytes], first: int) -> Iterator[Kh
         chunk = nxt
 
 
+class KhoMemMapError(ValueError):
+    """A chunk list the simulator will not follow; the message names the chunk and the fault."""
+
+
+def kho_preserve_bits(kver: tuple[int, ...]) -> int:
+    """PRESERVE_BITS: a 512-byte bitmap up to 6.17, a whole page from 6.18."""
+    return PAGE_SIZE * 8 if kver >= (6, 18) else 512 * 8
+
+
+def kho_mem_chunks_checked(read: Callable[[int, int], bytes], first: int, preserve_bits: int,
+                           ram_size: int) -> Iterator[tuple[KhoMemChunk, tuple[int, ...]]]:
+    """kho_mem_chunks with the checks Linux 6.16 lacks: each good chunk and its bitmaps' contents.
+
+    Raises KhoMemMapError at the first loop, misaligned or out-of-RAM address, impossible
+    count or order, after yielding every good chunk before it; a failing `read` (a dump or
+    /dev/mem) is reported the same way.
+    """
+    nbytes = preserve_bits // 8
+
+    def load(phys: int, size: int, what: str) -> bytes:
+        try:
+            return read(phys, size)
+        except (OSError, ValueError) as e:
+            raise KhoMemMapError(f"{what} cannot be read: {getattr(e, 'strerror', None) or e}") from None
+
+    problem = _bad_chunk_addr(first, ram_size)
+    if problem:
+        raise KhoMemMapError(problem)
+    seen = {first}
+    chunks = kho_mem_chunks(lambda phys, size: load(phys, size, f"preserved memory map chunk 0x{phys:x}"),
+                            first)
+    for chunk in chunks:
+        if chunk.num > KHOSER_BITMAP_SIZE:
+            raise KhoMemMapError(f"preserved memory map chunk 0x{chunk.phys:x} claims {chunk.num} bitmaps")
+        if chunk.order + PAGE_SHIFT >= 64:
+            raise KhoMemMapError(f"preserved memory map chunk 0x{chunk.phys:x} has order {chunk.order}")
+        contents = []
+        for phys_start, bitmap in chunk.bitmaps:
+            if bitmap + nbytes > ram_size:
+                raise KhoMemMapError(f"preserved memory bitmap 0x{bitmap:x} is outside RAM")
+            bits = int.from_bytes(load(bitmap, nbytes, f"preserved memory bitmap 0x{bitmap:x}"), "little")
+            if bits and phys_start + (bits.bit_length() << (chunk.order + PAGE_SHIFT)) > ram_size:
+                raise KhoMemMapError(f"preserved memory at 0x{phys_start:x} (order {chunk.order}) "
+                                     "is outside RAM")
+            contents.append(bits)
+        if chunk.next in seen:
+            raise KhoMemMapError(f"preserved memory map loops back to chunk 0x{chunk.next:x}")
+        seen.add(chunk.next)
+        problem = _bad_chunk_addr(chunk.next, ram_size)
+        if problem:
+            raise KhoMemMapError(problem)
+        yield chunk, tuple(contents)
+
+
 def _unpack_scratch(raw: bytes) -> list[KhoScratch]:
     """A struct kho_scratch[] as it lies in RAM, whole entries only."""
     return [KhoScratch(*struct.unpack_from("<QQ", raw, off))
@@ -161,7 +215,7 @@ class KexecHandover:
 
     @property
     def preserve_bits(self) -> int:
-        return PAGE_SIZE * 8 if self.k.kver >= (6, 18) else 512 * 8
+        return kho_preserve_bits(self.k.kver)
 
     # -- command line --
 
@@ -684,30 +738,12 @@ class KexecHandover:
         value, length = libfdt.fdt_getprop(fdt, 0, PROP_PRESERVED_MEMORY_MAP)
         if value is None or length != 8:
             return ""          # Linux itself reports this later, in kho_mem_deserialize
-        size = self.k.physmem.size
-        nbytes = self.preserve_bits // 8
-        first = struct.unpack("<Q", value)[0]
-        problem = _bad_chunk_addr(first, size)
-        if problem or not first:
-            return problem
-        seen = {first}
-        for chunk in kho_mem_chunks(self.k.physmem.read, first):
-            if chunk.num > KHOSER_BITMAP_SIZE:
-                return f"preserved memory map chunk 0x{chunk.phys:x} claims {chunk.num} bitmaps"
-            if chunk.order + PAGE_SHIFT >= 64:
-                return f"preserved memory map chunk 0x{chunk.phys:x} has order {chunk.order}"
-            for phys_start, bitmap in chunk.bitmaps:
-                if bitmap + nbytes > size:
-                    return f"preserved memory bitmap 0x{bitmap:x} is outside RAM"
-                bits = int.from_bytes(self.k.physmem.read(bitmap, nbytes), "little")
-                if bits and phys_start + (bits.bit_length() << (chunk.order + PAGE_SHIFT)) > size:
-                    return f"preserved memory at 0x{phys_start:x} (order {chunk.order}) is outside RAM"
-            if chunk.next in seen:
-                return f"preserved memory map loops back to chunk 0x{chunk.next:x}"
-            seen.add(chunk.next)
-            problem = _bad_chunk_addr(chunk.next, size)
-            if problem:
-                return problem
+        try:
+            for _ in kho_mem_chunks_checked(self.k.physmem.read, struct.unpack("<Q", value)[0],
+                                            self.preserve_bits, self.k.physmem.size):
+                pass
+        except KhoMemMapError as e:
+            return str(e)
         return ""
 
     def kho_release_scratch(self) -> None:
