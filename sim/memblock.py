@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
@@ -67,6 +68,33 @@ def _pa(x: int) -> str:
 def _hash_x(x: int) -> str:
     """printf's %#x: the 0x prefix is dropped for zero."""
     return f"{x:#x}" if x else "0"
+
+
+def _region_base(r: MemblockRegion) -> int:
+    return r.base
+
+
+def _region_end(r: MemblockRegion) -> int:
+    return r.base + r.size
+
+
+# The arrays are sorted and disjoint, so a scan the kernel starts at one end of an array may
+# start where the first region that matters lies: everything it would step over first
+# cannot overlap.  These three bisects are the only shortcuts over the kernel's loops.
+
+def _first_ending_after(rgn: list[MemblockRegion], addr: int) -> int:
+    """Index of the first region ending above addr."""
+    return bisect_right(rgn, addr, key=_region_end)
+
+
+def _first_starting_after(rgn: list[MemblockRegion], addr: int) -> int:
+    """Index of the first region starting above addr (the first gap ending above it)."""
+    return bisect_right(rgn, addr, key=_region_base)
+
+
+def _first_ending_at_or_after(rgn: list[MemblockRegion], addr: int) -> int:
+    """Index of the first region ending at or above addr (the last gap starting below it)."""
+    return bisect_left(rgn, addr, key=_region_end)
 
 
 def _caller_name() -> str:
@@ -267,7 +295,7 @@ class Memblock:
             base = obase
             nr_new = 0
             start_rgn = end_rgn = -1
-            idx = 0
+            idx = _first_ending_after(rgn, base)
             while idx < len(rgn):
                 r = rgn[idx]
                 rbase = r.base
@@ -318,7 +346,7 @@ class Memblock:
             if self._double_array(type, base, size) < 0:
                 return None
         rgn = type._rgn
-        idx = 0
+        idx = _first_ending_after(rgn, base)
         while idx < len(rgn):
             r = rgn[idx]
             rbase = r.base
@@ -398,6 +426,70 @@ class Memblock:
 
     def reserve_kern(self, base: int, size: int) -> int:
         return self._reserve(base, size, NUMA_NO_NODE, MEMBLOCK_RSRV_KERN)
+
+    def reserve_mark_noinit_many(self, bases: Sequence[int], sizes: Sequence[int]) -> None:
+        """memblock_reserve() then memblock_reserved_mark_noinit() for each (base, size) in turn.
+
+        KHO's deserialize_bitmap makes that pair of calls for every preserved folio, a million
+        times on a big hand-over.  The array ends as those calls leave it, doublings included:
+        a batch small enough that none of its calls could have doubled the array goes in one
+        merge pass (each new region merges only with the neighbours the kernel's merge window
+        reaches); a batch that meets an existing region or overlaps itself, the calls near a
+        doubling, and everything under memblock=debug go one call at a time.
+        """
+        t = self.reserved
+        i, n = 0, len(bases)
+        while i < n:
+            # Before call k a batch holds at most cnt + k regions; reserve needs one slot, the
+            # isolate of mark_noinit two more.
+            room = t.max - len(t._rgn) - 2
+            if room < 1 or not t._rgn or self.memblock_debug:
+                self.reserve(bases[i], sizes[i])
+                self.reserved_mark_noinit(bases[i], sizes[i])
+                i += 1
+                continue
+            j = min(n, i + room)
+            batch = sorted(zip(bases[i:j], sizes[i:j], strict=True))
+            if not self._merge_noinit_batch(t, batch):
+                for base, size in zip(bases[i:j], sizes[i:j], strict=True):
+                    self.reserve(base, size)
+                    self.reserved_mark_noinit(base, size)
+            i = j
+
+    def _merge_noinit_batch(self, t: MemblockType, batch: list[tuple[int, int]]) -> bool:
+        """Insert sorted RSRV_NOINIT ranges that touch nothing they overlap; False if one does."""
+        rgn = t._rgn
+        prev_end = 0
+        for base, size in batch:
+            if base < prev_end or not 0 < size <= PHYS_ADDR_MAX - base:
+                return False
+            idx = _first_ending_after(rgn, base)
+            if idx < len(rgn) and rgn[idx].base < base + size:
+                return False
+            prev_end = base + size
+        nid = self._node(NUMA_NO_NODE)
+        flags = MEMBLOCK_RSRV_NOINIT
+        out: list[MemblockRegion] = []
+        pos = 0
+        for base, size in batch:
+            idx = _first_starting_after(rgn, base)
+            out += rgn[pos:idx]
+            pos = idx
+            last = out[-1] if out else None
+            if last is not None and last.base + last.size == base and last.nid == nid and last.flags == flags:
+                last.size += size
+            else:
+                last = MemblockRegion(base, size, flags, nid)
+                out.append(last)
+            if pos < len(rgn):
+                nxt = rgn[pos]
+                if nxt.base == base + size and nxt.nid == nid and nxt.flags == flags:
+                    last.size += nxt.size
+                    pos += 1
+            t.total_size += size
+        out += rgn[pos:]
+        rgn[:] = out
+        return True
 
     # ---- flags and nodes -------------------------------------------------------------------
 
@@ -514,6 +606,7 @@ class Memblock:
                 idx_a += 1
                 continue
             rb = type_b._rgn
+            idx_b = max(idx_b, _first_starting_after(rb, m_start))
             advanced = False
             while idx_b < len(rb) + 1:
                 r_start = rb[idx_b - 1].base + rb[idx_b - 1].size if idx_b else 0
@@ -550,6 +643,7 @@ class Memblock:
                 idx_a -= 1
                 continue
             rb = type_b._rgn
+            idx_b = min(idx_b, _first_ending_at_or_after(rb, m_end))
             advanced = False
             while idx_b >= 0:
                 r_start = rb[idx_b - 1].base + rb[idx_b - 1].size if idx_b else 0
@@ -758,7 +852,8 @@ class Memblock:
 
     def overlaps_region(self, type: MemblockType, base: int, size: int) -> bool:
         size = self._cap_size(base, size)
-        return any(base < r.base + r.size and r.base < base + size for r in type._rgn)
+        i = _first_ending_after(type._rgn, base)
+        return i < len(type._rgn) and type._rgn[i].base < base + size
 
     def is_region_reserved(self, base: int, size: int) -> bool:
         return self.overlaps_region(self.reserved, base, size)
