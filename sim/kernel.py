@@ -49,10 +49,13 @@ from sim.sizes import (
     SZ_1M,
     SZ_2M,
     SZ_16M,
+    SZ_64K,
     SZ_128M,
     U64_MAX,
+    round_down,
 )
 from sim.slab import Slab
+from sim.swiotlb import MAX_DMA32_PFN, Swiotlb
 from sim.test_kho import TestKho
 
 if TYPE_CHECKING:
@@ -64,6 +67,17 @@ SECTION_SIZE = SZ_128M
 STRUCT_PAGE_SIZE = 64
 MAX_DMA_ADDRESS = SZ_16M
 PMD_SIZE = SZ_2M
+
+# arch/x86/kernel/ebda.c: where the BIOS data area says the EBDA and base memory end.
+BIOS_EBDA_SEGMENT = 0x40E
+BIOS_RAM_SIZE_KB_PTR = 0x413
+BIOS_START_MIN = 0x20000
+BIOS_START_MAX = 0x9F000
+
+# real_mode_size_needed(): the page-aligned size of the realmode blob linked into the image.  It is
+# build-dependent; 0x7000 is what a memblock=debug log of a 6.6.36 x86_64 QEMU boot shows
+# ("memblock_phys_alloc_range: 28672 bytes ... reserve_real_mode"), assumed unchanged in 6.16.
+REAL_MODE_SIZE = 0x7000
 
 _E820_NAMES = {1: "usable", 2: "reserved", 3: "ACPI data", 4: "ACPI NVS", 5: "unusable",
                7: "persistent (type 7)", 12: "persistent (type 12)", 128: "reserved"}
@@ -93,6 +107,8 @@ class Kernel:
         self.reserve_mem = ReserveMem(self)
         self.test_kho = TestKho(self) if machine.test_kho else None
         self.kexec = Kexec(self, get_random_bytes=machine.rng.randbytes)
+        self.swiotlb = Swiotlb()
+        self.x86_swiotlb_enable = False
         self.boot_command_line = ""
         self.saved_command_line = ""
         self.e820_table: list[E820Entry] = []
@@ -136,9 +152,23 @@ class Kernel:
     def early_reserve_memory(self, bp: BootParams) -> None:
         mb = self.memblock
         mb.reserve_kern(self.load_addr, self.info.init_size)
-        mb.reserve(0, PAGE_SIZE)                 # page 0 is always reserved
+        # The first 64 KiB: page 0 must stay reserved (L1TF) and some BIOSes corrupt low memory.
+        mb.reserve(0, SZ_64K)
         self.early_reserve_initrd(bp)
         self.memblock_x86_reserve_range_setup_data(bp)
+        self.reserve_bios_regions()
+        # trim_snb_memory() only acts on Sandy Bridge graphics, which q35 does not have.
+
+    def reserve_bios_regions(self) -> None:
+        """arch/x86/kernel/ebda.c: from the EBDA (or the BDA's base-memory size) up to 1 MiB."""
+        ebda_start = self.physmem.read_u16(BIOS_EBDA_SEGMENT) << 4
+        bios_start = self.physmem.read_u16(BIOS_RAM_SIZE_KB_PTR) << 10
+        if not BIOS_START_MIN <= bios_start <= BIOS_START_MAX:
+            bios_start = BIOS_START_MAX
+        if BIOS_START_MIN < ebda_start < bios_start:
+            bios_start = ebda_start
+        bios_start = round_down(bios_start, PAGE_SIZE)
+        self.memblock.reserve(bios_start, SZ_1M - bios_start)
 
     def early_reserve_initrd(self, bp: BootParams) -> None:
         image, size = bp.ramdisk_phys, bp.ramdisk_len
@@ -148,7 +178,7 @@ class Kernel:
 
     def memblock_x86_reserve_range_setup_data(self, bp: BootParams) -> None:
         for sd in walk_setup_data(self.physmem, bp.setup_data):
-            self.memblock.reserve(sd.phys, SETUP_DATA_HDR_SIZE + sd.len)
+            self.memblock.reserve_kern(sd.phys, SETUP_DATA_HDR_SIZE + sd.len)
 
     def e820__memory_setup(self, bp: BootParams) -> None:
         self.e820_table_kexec = list(bp.e820_table)
@@ -215,6 +245,7 @@ class Kernel:
             kcmdline.EarlyParam("kho", early(self.kho_parse_enable)),
             kcmdline.EarlyParam("kho_scratch", early(self.kho_parse_scratch_size)),
             kcmdline.EarlyParam("memblock", early(self.early_memblock)),
+            kcmdline.EarlyParam("swiotlb", self.setup_io_tlb_npages),
             kcmdline.Setup("reserve_mem=", self.reserve_mem.reserve_mem),
         ]
 
@@ -230,6 +261,15 @@ class Kernel:
             self.kho.scratch_size_global = result.global_
             self.kho.scratch_size_pernode = result.pernode
             self.kho.scratch_scale = 0
+
+    def setup_io_tlb_npages(self, p: str | None) -> int:
+        if p is None:
+            # Linux dereferences the NULL value and oopses this early in boot.
+            self.printk.pr_warn("swiotlb: no value [khofs: Linux 6.16 dereferences NULL in "
+                                "setup_io_tlb_npages and crashes; ignored]")
+            return 0
+        self.swiotlb.setup_io_tlb_npages(p, self.printk)
+        return 0
 
     def early_memblock(self, p: str | None) -> None:
         if kcmdline.early_memblock(p):
@@ -277,8 +317,12 @@ class Kernel:
         return [e for e in self.e820_table if e.type == E820_TYPE_RAM]
 
     def reserve_real_mode(self) -> None:
-        self.memblock.reserve(0, SZ_1M)
-        self.memblock.clear_kho_scratch(0, SZ_1M)
+        """arch/x86/realmode/init.c: the AP trampoline below 1 MiB (RSV_KERN), then all of [0, 1 MiB)."""
+        mb = self.memblock
+        if not mb.phys_alloc_range(REAL_MODE_SIZE, PAGE_SIZE, 0, SZ_1M):
+            self.printk.pr_info("No sub-1M memory is available for the trampoline")
+        mb.reserve(0, SZ_1M)
+        mb.clear_kho_scratch(0, SZ_1M)
 
     def initmem_init(self) -> None:
         """x86 NUMA init from the SRAT: node ids on memory, then on early reservations."""
@@ -308,30 +352,51 @@ class Kernel:
                 mb.alloc_try_nid_raw(size, PMD_SIZE, MAX_DMA_ADDRESS, MEMBLOCK_ALLOC_ACCESSIBLE, nid)
 
     def mm_core_init(self) -> None:
+        self.arch_mm_preinit()
         self.kho.kho_memory_init()
         self.memblock_free_all()
+
+    def arch_mm_preinit(self) -> None:
+        """x86 pci_iommu_alloc(): swiotlb when RAM reaches above 4 GiB (q35 has no IOMMU by default)."""
+        max_possible_pfn = PFN_DOWN(self.memblock.end_of_DRAM())
+        self.swiotlb.swiotlb_init(max_possible_pfn > MAX_DMA32_PFN, self.memblock, self.printk,
+                                  self.machine.nr_cpus)
+        self.x86_swiotlb_enable = max_possible_pfn > MAX_DMA32_PFN
 
     def memblock_free_all(self) -> None:
         """Hand every free range to the page allocator; scratch-only mode ends here."""
         mb = self.memblock
         mb.clear_kho_scratch_only()
         mb.clear_hotplug(0, PHYS_ADDR_MAX)       # free_low_memory_core_early(); its merge is visible
+        self.memmap_init_reserved_pages()
         for start, end, _nid in mb.for_each_free_mem_range(NUMA_NO_NODE, MEMBLOCK_NONE):
             self.page_alloc.free_pages_memory(PFN_UP(start), PFN_DOWN(end))
 
+    def memmap_init_reserved_pages(self) -> None:
+        """mm/memblock.c: each memory region's node id onto the reservations inside it (they then merge)."""
+        mb = self.memblock
+        for region in list(mb.memory.regions):
+            mb.set_node(region.base, region.size, mb.reserved, region.nid)
+
     def do_initcalls(self) -> None:
-        """device_initcall then late_initcall, in link order (kernel/, mm/, lib/)."""
+        """rootfs_initcall, device_initcall then late_initcall, in link order (kernel/, mm/, lib/)."""
+        self.pci_iommu_init()
         self.memblock_init_debugfs()
         if self.test_kho is not None:
             self.test_kho.kho_test_init()
         self.kho.kho_init()
         self.reserve_mem.reserve_mem_init()
 
+    def pci_iommu_init(self) -> None:
+        """rootfs_initcall (arch/x86/kernel/pci-dma.c): report the bounce buffer."""
+        if self.x86_swiotlb_enable:
+            self.printk.pr_info("PCI-DMA: Using software bounce buffering for IO (SWIOTLB)")
+            self.swiotlb.swiotlb_print_info(self.printk)
+
     def memblock_init_debugfs(self) -> None:
+        """memory and reserved only: reserve_mem_param was added after 6.18 (it is in the 6.19+ tree)."""
         dfs = self.debugfs
         root = dfs.debugfs_create_dir("memblock", None)
-        if self.reserve_mem.reserved_mem_table:
-            dfs.debugfs_create_seq("reserve_mem_param", 0o444, root, self.reserve_mem.reserve_mem_show)
         mb = self.memblock
         dfs.debugfs_create_seq("memory", 0o444, root, lambda: mb.debugfs_show(mb.memory))
         dfs.debugfs_create_seq("reserved", 0o444, root, lambda: mb.debugfs_show(mb.reserved))

@@ -34,6 +34,7 @@ from sim.sizes import (
     PFN_UP,
     PHYS_PFN,
     SZ_64K,
+    U64_MAX,
     ULONG_MAX,
     count_trailing_zeros,
     ilog2,
@@ -237,8 +238,9 @@ class KexecHandover:
         size = mb.reserved_kern_size(ARCH_LOW_ADDRESS_LIMIT, NUMA_NO_NODE) * self.scratch_scale // 100
         self.scratch_size_lowmem = round_up(size, CMA_MIN_ALIGNMENT_BYTES)
         size = mb.reserved_kern_size(MEMBLOCK_ALLOC_ANYWHERE, NUMA_NO_NODE) * self.scratch_scale // 100
-        size -= self.scratch_size_lowmem
-        self.scratch_size_global = round_up(size, CMA_MIN_ALIGNMENT_BYTES)
+        # phys_addr_t arithmetic: lowmem's rounding can exceed the total, and the u64 wraps back to 0.
+        size = (size - self.scratch_size_lowmem) & U64_MAX
+        self.scratch_size_global = round_up(size, CMA_MIN_ALIGNMENT_BYTES) & U64_MAX
 
     def scratch_size_node(self, nid: int) -> int:
         if self.scratch_scale:

@@ -14,6 +14,7 @@ Firmware map (QEMU q35 style, see README "The machine model"):
 """
 
 import random
+import struct
 from dataclasses import dataclass
 
 from sim.bootparam import E820_TYPE_RAM, E820_TYPE_RESERVED, E820Entry
@@ -27,6 +28,11 @@ from sim.sizes import SZ_1M, SZ_2G, SZ_4G, SZ_32M
 
 # QEMU q35 keeps all RAM below 4 GiB unless there is at least this much.
 Q35_LOWMEM_THRESHOLD = 0xB0000000
+# SeaBIOS puts the 1 KiB extended BIOS data area at the top of base memory (an e820 hole).
+Q35_EBDA = 0x9FC00
+# The BIOS data area words the kernel reads back (arch/x86/kernel/ebda.c, asm/bios_ebda.h).
+BDA_EBDA_SEGMENT = 0x40E
+BDA_BASE_MEM_KB = 0x413
 
 
 @dataclass(frozen=True)
@@ -56,14 +62,20 @@ def q35_e820(mem: int) -> list[E820Entry]:
     """The firmware memory map QEMU's q35 machine reports for `mem` bytes of RAM."""
     lowmem = _q35_lowmem(mem)
     table = [
-        E820Entry(0, 0x9FC00, E820_TYPE_RAM),
-        E820Entry(0x9FC00, 0xA0000 - 0x9FC00, E820_TYPE_RESERVED),
+        E820Entry(0, Q35_EBDA, E820_TYPE_RAM),
+        E820Entry(Q35_EBDA, 0xA0000 - Q35_EBDA, E820_TYPE_RESERVED),
         E820Entry(0xF0000, 0x100000 - 0xF0000, E820_TYPE_RESERVED),
         E820Entry(SZ_1M, lowmem - SZ_1M, E820_TYPE_RAM),
     ]
     if mem > lowmem:
         table.append(E820Entry(SZ_4G, mem - lowmem, E820_TYPE_RAM))
     return table
+
+
+def write_bios_data_area(physmem: PhysMem) -> None:
+    """What SeaBIOS leaves in the BDA: the EBDA's segment and the base memory size in KiB."""
+    physmem.write(BDA_EBDA_SEGMENT, struct.pack("<H", Q35_EBDA >> 4))
+    physmem.write(BDA_BASE_MEM_KB, struct.pack("<H", Q35_EBDA >> 10))
 
 
 def ram_spans(mem: int) -> list[tuple[int, int]]:
@@ -114,6 +126,8 @@ class Machine:
         self.e820 = q35_e820(self.mem)
         self.srat = numa_memblks(self.mem, nodes)
         self.physmem = PhysMem(ram_spans(self.mem)[-1][1])
+        # One CPU (QEMU's default -smp 1): it sizes the swiotlb areas.
+        self.nr_cpus = 1
         # The hardware random number generator (get_random_u32 and friends).
         self.rng = random.Random(seed)
         self.kernel: Kernel | None = None
@@ -121,6 +135,7 @@ class Machine:
 
     def boot(self) -> Kernel:
         """Power on: firmware and boot loader put the kernel, its command line and boot_params in RAM."""
+        write_bios_data_area(self.physmem)
         load_addr, boot_params = write_cold_boot(
             self.physmem, self.e820, self.cmdline, self.kernel_version, self.kernel_size,
             initrd=self.initrd)

@@ -133,5 +133,8 @@ class PhysMem:
     def write_u64(self, phys: int, value: int) -> None:
         self.write(phys, struct.pack("<Q", value))
 
+    def read_u16(self, phys: int) -> int:
+        return struct.unpack("<H", self.read(phys, 2))[0]
+
     def read_u32(self, phys: int) -> int:
         return struct.unpack("<I", self.read(phys, 4))[0]

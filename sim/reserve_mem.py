@@ -30,30 +30,6 @@ MEMBLOCK_KHO_FDT = "memblock"
 MEMBLOCK_KHO_NODE_COMPATIBLE = "memblock-v1"
 RESERVE_MEM_KHO_NODE_COMPATIBLE = "reserve-mem-v1"
 
-_UNITS_2 = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
-
-
-def string_get_size(size: int) -> str:
-    """lib/string_helpers.c with blk_size 1 and STRING_UNITS_2: three significant digits."""
-    i, remainder = 0, 0
-    while size >= 1024:
-        remainder = size % 1024
-        size //= 1024
-        i += 1
-    if i == 0:
-        return f"{size} B"
-    j, sf_cap = 0, size
-    while sf_cap * 10 < 1000:
-        sf_cap *= 10
-        j += 1
-    remainder = (remainder * 1000 >> 10) + (500, 50, 5)[j]
-    if remainder >= 1000:
-        remainder -= 1000
-        size += 1
-    frac = f".{remainder:03d}"[:j + 1] if j else ""
-    return f"{size}{frac} {_UNITS_2[i]}"
-
-
 @dataclass
 class ReserveMemTable:
     name: str
@@ -94,11 +70,6 @@ class ReserveMem:
             return -errno.ENOMEM
         self.reserved_mem_add(start, size, name)
         return 1
-
-    def reserve_mem_show(self) -> str:
-        """debugfs memblock/reserve_mem_param."""
-        return "".join(f"{e.name}\t\t({string_get_size(e.size)})\n"
-                       for e in self.reserved_mem_table if e.size)
 
     # -- outgoing KHO --
 

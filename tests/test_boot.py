@@ -1,9 +1,11 @@
-"""The machine model and the cold-boot path (issue 3 item 1): every number derived by hand.
+"""The machine model and the cold-boot path: every number derived by hand.
 
 The derivations follow the README's "The machine model": a QEMU q35 e820 map, NUMA nodes
 taking RAM in address order in equal shares, the kernel image at 16 MiB (32 MiB), the first
-MiB reserved, a 64-byte struct page per page allocated per node per 128 MiB section from the
-top of the node, then KHO's scratch: 200% of RSRV_KERN memory by default (spec kho.md §5).
+64 KiB and the BIOS regions reserved, the real-mode trampoline (28 KiB, RSV_KERN) under them,
+a 64-byte struct page per page allocated per node per 128 MiB section from the top of the
+node, swiotlb when RAM reaches above 4 GiB, then KHO's scratch: 200% of RSRV_KERN memory by
+default (kernel/kexec_handover.c scratch_size_update()), each size rounded up to 2 MiB.
 """
 
 import re
@@ -82,33 +84,69 @@ def test_memblock_memory_8g(k8) -> None:
     ]
 
 
+K = 1 << 10
+# RSRV_KERN memory of the 8 GiB / 2-node boot before kho_reserve_scratch(), in boot order:
+KERNEL = 32 * M          # early_reserve_memory(): the image's init_size at 16 MiB (node 0, low)
+TRAMPOLINE = 28 * K      # reserve_real_mode(): memblock_phys_alloc_range(0x7000, 4K, 0, 1M)
+MEMMAP = 64 * M          # sparse_init(): 32 sections x 2 MiB of struct pages per node
+SWIOTLB = 64 * M         # swiotlb_init(): IO_TLB_DEFAULT_SIZE, memblock_alloc_low (RAM ends > 4G)
+SLOTS = 768 * K          # its slot array: 32768 slabs x 24 bytes, memblock_alloc (anywhere)
+AREAS = 16               # its one io_tlb_area (one CPU), memblock_alloc(16, 64)
+
+
 def test_memblock_reserved_8g_by_hand(k8) -> None:
-    # RSRV_KERN before scratch: kernel 32M (node 0, below 4G); memmap 32 sections x 2M per node,
-    # from the top of each node: [6G-64M, 6G) and [10G-64M, 10G).
-    # Scratch sizes (200%): lowmem = 2*32M = 64M; global = 2*(32M+128M) - 64M = 256M;
-    # node0 = 2*(32M+64M) = 192M; node1 = 2*64M = 128M; all multiples of 2M.
-    # Placement top-down: the 64-byte array just below node 1's memmap, lowmem under 2G,
-    # global below the array (2M aligned), node0 right under its memmap (merges: same nid,
-    # RSRV_KERN), node1 under the global area (no merge: global has nid NUMA_NO_NODE).
+    # Scratch sizes (200%, each rounded up to 2M):
+    #   lowmem (below 4G): 2 * (KERNEL + TRAMPOLINE + SWIOTLB) = 192M + 56K -> 194M;
+    #   global: 2 * (all RSV_KERN) - lowmem = 2 * (224M + 796K + 16) - 194M = 255M + 568K + 32 -> 256M;
+    #   node0 (nid 0 only; swiotlb is NUMA_NO_NODE): 2 * (KERNEL + TRAMPOLINE + MEMMAP) -> 194M;
+    #   node1: 2 * MEMMAP = 128M.
+    assert [size for _, size in scratch(k8)] == [194 * M, 256 * M, 194 * M, 128 * M]
+    # Placement, all top-down.  Below 1M: [0, 64K) and the BIOS regions from the EBDA page
+    # 0x9f000 (BDA: EBDA segment 0x9fc0) to 1M are reserved first, so the trampoline ends at
+    # 0x9f000; reserve_real_mode() then fills the gaps of [0, 1M) without touching it.
+    # swiotlb takes [2G-64M, 2G), its slots the top of free RAM, [10G-64M-768K, 10G-64M), and
+    # its areas the next 64-byte-aligned 16 bytes under them.  Scratch: the array
+    # (memblock_alloc 64 bytes, 4K aligned) under the areas at 0x27bf3f000; lowmem under the
+    # swiotlb at 2G-64M-194M = 0x6fe00000; global under the array, 2M aligned:
+    # round_down(0x27bf3f000 - 256M, 2M) = 0x26be00000; node0 under its memmap, 6G-64M-194M =
+    # 0x16fe00000; node1 under the global area, 0x26be00000 - 128M = 0x263e00000.
+    # memblock_free_all() (memmap_init_reserved_pages) then gives every reservation the node
+    # of its memory region, so the NUMA_NO_NODE ones lose their "x" and merge with neighbours
+    # of the same node and flags: lowmem scratch + swiotlb, node1 + global scratch, slots +
+    # node 1's memmap.  The array and the areas stay apart (gaps of 0xf80 and 0x30 bytes).
     assert lines(k8, "memblock/reserved") == [
-        "   0: 0x0000000000000000..0x00000000000fffff    0 NONE",
-        "   1: 0x0000000001000000..0x0000000002ffffff    0 RSV_KERN",
-        "   2: 0x000000007c000000..0x000000007fffffff    x RSV_KERN",
-        "   3: 0x0000000170000000..0x000000017fffffff    0 RSV_KERN",
-        "   4: 0x0000000263e00000..0x000000026bdfffff    1 RSV_KERN",
-        "   5: 0x000000026be00000..0x000000027bdfffff    x RSV_KERN",
-        "   6: 0x000000027bfff000..0x000000027bfff03f    x RSV_KERN",
-        "   7: 0x000000027c000000..0x000000027fffffff    1 RSV_KERN",
+        "   0: 0x0000000000000000..0x0000000000097fff    0 NONE",
+        "   1: 0x0000000000098000..0x000000000009efff    0 RSV_KERN",
+        "   2: 0x000000000009f000..0x00000000000fffff    0 NONE",
+        "   3: 0x0000000001000000..0x0000000002ffffff    0 RSV_KERN",
+        "   4: 0x000000006fe00000..0x000000007fffffff    0 RSV_KERN",
+        "   5: 0x000000016fe00000..0x000000017fffffff    0 RSV_KERN",
+        "   6: 0x0000000263e00000..0x000000027bdfffff    1 RSV_KERN",
+        "   7: 0x000000027bf3f000..0x000000027bf3f03f    1 RSV_KERN",
+        "   8: 0x000000027bf3ffc0..0x000000027bf3ffcf    1 RSV_KERN",
+        "   9: 0x000000027bf40000..0x000000027fffffff    1 RSV_KERN",
     ]
-    assert scratch(k8) == [(0x7C000000, 64 * M), (0x26BE00000, 256 * M),
-                           (0x170000000, 192 * M), (0x263E00000, 128 * M)]
+    assert scratch(k8) == [(0x6FE00000, 194 * M), (0x26BE00000, 256 * M),
+                           (0x16FE00000, 194 * M), (0x263E00000, 128 * M)]
+
+
+def test_swiotlb_is_reported_where_it_was_allocated(k8) -> None:
+    # pci_iommu_init() (rootfs_initcall) reports the buffer; the end address is exclusive.
+    text = k8.dmesg()
+    assert "] software IO TLB: area num 1.\n" in text
+    assert "] PCI-DMA: Using software bounce buffering for IO (SWIOTLB)\n" in text
+    assert "] software IO TLB: mapped [mem 0x000000007c000000-0x0000000080000000] (64MB)\n" in text
 
 
 def test_default_scratch_2g_one_node_has_an_empty_global_area(k2) -> None:
-    # Everything is below 4G: lowmem = 2*(32M kernel + 32M memmap) = 128M, so
-    # global = 128M - 128M = 0: memblock_phys_alloc(0) still "succeeds" at the top of free
-    # memory, as in Linux; node0 = 128M.
-    assert scratch(k2) == [(0x75E00000, 128 * M), (0x7E000000, 0), (0x6DE00000, 128 * M)]
+    # RAM ends at 2G, so no swiotlb.  Everything is below 4G: lowmem = 2 * (32M kernel + 28K
+    # trampoline + 32M memmap) = 128M + 56K -> 130M; global = (128M + 56K - 130M) as a u64
+    # wraps, and round_up() wraps it back to 0: memblock_phys_alloc(0) still "succeeds" at the
+    # top of free memory, as in Linux; node0 = 130M.  Top-down: the 48-byte array at
+    # 0x7dfff000 under the memmap [2G-32M, 2G), lowmem round_down(0x7dfff000 - 130M, 2M)
+    # = 0x75c00000, node0 under it at 0x6da00000.
+    assert scratch(k2) == [(0x75C00000, 130 * M), (0x7E000000, 0), (0x6DA00000, 130 * M)]
+    assert "software IO TLB" not in k2.dmesg()
 
 
 def test_explicit_scratch_sizes_and_placement() -> None:
@@ -125,8 +163,10 @@ def test_explicit_scratch_sizes_and_placement() -> None:
 
 def test_scratch_scale_percent() -> None:
     k = Machine(mem="8G", nodes=2, cmdline="kho=on kho_scratch=50%").boot()
-    # 50% of: lowmem 32M -> 16M; all 160M -> 80M - 16M = 64M; node0 96M -> 48M; node1 64M -> 32M.
-    assert [size for _, size in scratch(k)] == [16 * M, 64 * M, 48 * M, 32 * M]
+    # 50% of (see test_memblock_reserved_8g_by_hand): lowmem 96M + 28K -> 48M + 14K -> 50M;
+    # all 224M + 796K + 16 -> 112M + 398K + 8, minus 50M -> 64M; node0 96M + 28K -> 50M;
+    # node1 64M -> 32M.
+    assert [size for _, size in scratch(k)] == [50 * M, 64 * M, 50 * M, 32 * M]
     assert "KHO: scratch scale is 50%" in k.dmesg()
 
 
@@ -145,14 +185,16 @@ def test_malformed_kho_option_logs_and_leaves_kho_off() -> None:
 def test_malformed_kho_scratch_keeps_the_default_scale() -> None:
     k = Machine(mem="2G", nodes=1, cmdline="kho=on kho_scratch=16M,0,256M").boot()
     assert "Malformed early option 'kho_scratch'" in k.dmesg()
-    assert [size for _, size in scratch(k)] == [128 * M, 0, 128 * M]
+    assert [size for _, size in scratch(k)] == [130 * M, 0, 130 * M]
 
 
-def test_reserve_mem_table_and_debugfs_file() -> None:
+@pytest.mark.parametrize("version", ["6.16", "6.17", "6.18"])
+def test_reserve_mem_table_without_a_debugfs_file(version: str) -> None:
     cmdline = "reserve_mem=1M:4k:a reserve_mem=64m:2m:b reserve_mem=1M:4k:a reserve_mem=0:4k:c"
-    k = Machine(mem="2G", nodes=1, cmdline=cmdline).boot()
+    k = Machine(mem="2G", nodes=1, cmdline=cmdline, kernel_version=version).boot()
+    # memblock/reserve_mem_param came after 6.18: these kernels only have memory and reserved.
+    assert k.debugfs.listdir("memblock") == ["memory", "reserved"]
     # The duplicate and the zero-sized entry are silently ignored, as __setup errors are.
-    assert k.debugfs.read("memblock/reserve_mem_param") == b"a\t\t(1.00 MiB)\nb\t\t(64.0 MiB)\n"
     assert [line for line in k.dmesg().splitlines()
             if "reserve_mem" in line and "ommand line" not in line] == []
     a = k.reserve_mem.reserve_mem_find_by_name("a")

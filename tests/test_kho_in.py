@@ -363,3 +363,17 @@ def test_handover_fdt_larger_than_its_page_is_accepted_as_libfdt_does() -> None:
     assert "KHO: found kexec handover data. Will skip init for some devices" in k2.dmesg()
     assert "Revived memory reservation 'n1' from KHO" in k2.dmesg()
     assert len(k2.debugfs.read("kho/in/fdt")) == 0x2000
+
+
+def test_setup_data_is_reserved_as_kernel_memory() -> None:
+    # memblock_x86_reserve_range_setup_data() uses memblock_reserve_kern(): the KHO entry the
+    # old kernel wrote is RSV_KERN in the new kernel, so it counts towards the next scratch.
+    m, k = boot("kho=on", scrub=False)     # the new kernel frees boot_params' page for reuse
+    finalize(k)
+    k2 = kexec(m)
+    entries = setup_data(k2.physmem.read, k2.boot_params_phys)
+    assert entries
+    for sd in entries:
+        end = sd.phys + 16 + sd.len
+        holder = [r for r in regions(k2, "reserved") if r.base <= sd.phys and end <= r.end]
+        assert [r.flag for r in holder] == ["RSV_KERN"], (hex(sd.phys), holder)
