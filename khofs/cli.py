@@ -83,6 +83,8 @@ MACHINE_OPTIONS = (
     MachineOption("scrub", {"action": "store_true", "help": "poison memory a kernel did not preserve"}),
     MachineOption("test_kho", {"action": "store_true",
                                "help": "build kernels with CONFIG_TEST_KEXEC_HANDOVER"}),
+    MachineOption("kho_sanitizer", {"action": "store_true",
+                                    "help": "report KHO misuse in the next kernel (khofs/kho_sanitizer)"}),
 )
 
 

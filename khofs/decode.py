@@ -12,12 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from khofs.fs import DEBUGFS_ROOT, DEV_MEM, DMESG_PATH
+from khofs.fs import DEBUGFS_ROOT, DEV_MEM, DMESG_PATH, SANITIZER_PATH
 from khofs.kexec import DEFAULT_ROOT
 from sim.kho_decode import DecodedFdt, KhoDecode, Node, Prop, kho_decode
 from sim.sizes import PAGE_SHIFT
-
-SANITIZER_PATH = "/khofs/kho_sanitizer"
 
 
 def human_size(n: int) -> str:

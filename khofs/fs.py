@@ -35,6 +35,8 @@ from sim.physmem import PhysMem
 DEBUGFS_ROOT = "/sys/kernel/debug"
 SYSCALL_PATH = "/khofs/syscall"
 DMESG_PATH = "/khofs/dmesg"
+# The KHO sanitizer's findings, one line each, all generations; only on a machine that has one.
+SANITIZER_PATH = "/khofs/kho_sanitizer"
 DEV_MEM = "/dev/mem"
 
 # Directories outside debugfs and what they hold, in `ls -f` order.
@@ -44,7 +46,7 @@ _DIRS: dict[str, list[str]] = {
     "/sys/kernel": ["debug", "kexec_loaded", "kexec_crash_loaded"],
     "/proc": ["cmdline", "iomem"],
     "/dev": ["mem"],
-    "/khofs": ["syscall", "dmesg"],
+    "/khofs": ["syscall", "dmesg", "kho_sanitizer"],
 }
 
 # Fixed files and their permission bits on Linux (/dev/mem is crw-r----- root:kmem there).
@@ -56,6 +58,7 @@ _FILE_MODES: dict[str, int] = {
     DEV_MEM: 0o640,
     SYSCALL_PATH: 0o600,
     DMESG_PATH: 0o444,
+    SANITIZER_PATH: 0o444,
 }
 _SYSFS_FILES = ("/sys/kernel/kexec_loaded", "/sys/kernel/kexec_crash_loaded")
 _PROC_FILES = ("/proc/cmdline", "/proc/iomem")
@@ -80,6 +83,7 @@ class MachineLike(Protocol):
     """What the adapter needs from sim.machine.Machine."""
 
     physmem: PhysMem
+    kho_sanitizer: Any          # sim.kho_sanitizer.KhoSanitizer | None: its `log` is served
 
     @property
     def kernel(self) -> Any: ...
@@ -186,7 +190,13 @@ class KhoFs(mfusepy.Operations):
             return k.iomem().encode()
         if path == DMESG_PATH:
             return k.dmesg().encode("utf-8", "surrogateescape")
+        if path == SANITIZER_PATH and self._machine.kho_sanitizer is not None:
+            return "".join(line + "\n" for line in self._machine.kho_sanitizer.log).encode()
         raise _err(errno.ENOENT)
+
+    def _absent(self, path: str) -> bool:
+        """The sanitizer's file exists only on a machine with a sanitizer."""
+        return path == SANITIZER_PATH and self._machine.kho_sanitizer is None
 
     def _live_dentry(self, handle: _Handle) -> Dentry:
         """debugfs returns EIO on an fd whose file was removed (or whose kernel is gone)."""
@@ -212,7 +222,7 @@ class KhoFs(mfusepy.Operations):
             children = (f"{path.rstrip('/')}/{name}" for name in _DIRS[path])
             subdirs = sum(1 for child in children if child in _DIRS or child == DEBUGFS_ROOT)
             return self._stat(stat.S_IFDIR | 0o755, 2 + subdirs)
-        if path in _FILE_MODES:
+        if path in _FILE_MODES and not self._absent(path):
             gid = self._kmem_gid if path == DEV_MEM else 0
             return self._stat(stat.S_IFREG | _FILE_MODES[path], gid=gid)
         raise _err(errno.ENOENT)
@@ -224,7 +234,7 @@ class KhoFs(mfusepy.Operations):
         if rel is not None:
             return [".", "..", *self._kernel.debugfs.listdir(rel)]
         if path in _DIRS:
-            return [".", "..", *_DIRS[path]]
+            return [".", "..", *(name for name in _DIRS[path] if not self._absent(f"{path}/{name}"))]
         raise _err(errno.ENOTDIR if path in _FILE_MODES else errno.ENOENT)
 
     # -- files --
@@ -244,7 +254,7 @@ class KhoFs(mfusepy.Operations):
         elif path in _SYSFS_FILES:
             if writing:                 # kernfs_fop_open: no ->write, no write access
                 raise _err(errno.EACCES)
-        elif path not in _FILE_MODES:
+        elif path not in _FILE_MODES or self._absent(path):
             raise _err(errno.EISDIR if path in _DIRS else errno.ENOENT)
         fh = self._next_fh
         self._next_fh += 1
@@ -307,7 +317,7 @@ class KhoFs(mfusepy.Operations):
             return 0
         if path in _SYSFS_FILES:
             raise _err(errno.EACCES)
-        if path in _FILE_MODES:
+        if path in _FILE_MODES and not self._absent(path):
             return 0
         raise _err(errno.EISDIR if path in _DIRS else errno.ENOENT)
 

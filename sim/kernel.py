@@ -101,7 +101,9 @@ class Kernel:
         self.memblock = Memblock(self.physmem, numa=True, smp_cache_bytes=SMP_CACHE_BYTES)
         self.memblock.printk = self.printk.pr_info
         self.debugfs = Debugfs()
-        self.page_alloc = PageAllocator(self.physmem, scrub=machine.scrub)
+        # The machine's KHO sanitizer (or None): an instrument the kernel reports to, never reads.
+        self.kho_sanitizer = machine.kho_sanitizer
+        self.page_alloc = PageAllocator(self.physmem, scrub=machine.scrub, kho_sanitizer=self.kho_sanitizer)
         self.slab = Slab(self.page_alloc, self.physmem)
         self.kho = KexecHandover(self)
         self.reserve_mem = ReserveMem(self)

@@ -321,6 +321,8 @@ class KexecHandover:
         addr = bits[index] + bit // 8
         byte = self.k.physmem.read(addr, 1)[0]
         self.k.physmem.write(addr, bytes([byte | 1 << (bit % 8)]))
+        if self.k.kho_sanitizer is not None:
+            self.k.kho_sanitizer.preserved(pfn_high << order, order)
         return 0
 
     def __kho_unpreserve(self, pfn: int, end_pfn: int) -> None:
@@ -334,6 +336,8 @@ class KexecHandover:
                 addr = bitmap + bit // 8
                 byte = self.k.physmem.read(addr, 1)[0]
                 self.k.physmem.write(addr, bytes([byte & ~(1 << (bit % 8))]))
+                if self.k.kho_sanitizer is not None:
+                    self.k.kho_sanitizer.unpreserved(pfn_high << order, order)
             pfn += 1 << order
 
     def kho_preserve_folio(self, folio: Folio) -> int:
@@ -472,6 +476,8 @@ class KexecHandover:
             for bitmap in order.values():
                 self._free(bitmap)
         self.ser.track.clear()
+        if self.k.kho_sanitizer is not None:
+            self.k.kho_sanitizer.aborted()
         if self.ser.preserved_mem_map:
             self.kho_mem_ser_free(self.ser.preserved_mem_map)
             self.ser.preserved_mem_map = 0
@@ -648,19 +654,26 @@ class KexecHandover:
         if self._pending_claims is not None:
             self._pending_claims.append((what, phys, size))
             return True
+        problem = self._kho_map_problem(phys, size)
+        if self.k.kho_sanitizer is not None:     # the sanitizer reports this check too, in its voice
+            return self.k.kho_sanitizer.claim(self.k.printk, what, phys, size, problem)
+        if problem is None:
+            return True
         where = f"{what} [mem {phys:#018x}-{phys + size - 1:#018x}]"
-        gap = self.kho_preserved_gap(phys, size)
-        if gap is not None:
-            problem = f"is not in the preserved memory map from {gap:#x} on"
-        else:
-            area = next((a for a in self.kho_scratch
-                         if a.addr < phys + size and phys < a.addr + a.size), None)
-            if area is None:
-                return True
-            # Preserved, but scratch is this kernel's to use from its first allocation.
-            problem = f"lies in scratch [mem {area.addr:#018x}-{area.addr + area.size - 1:#018x}]"
         self.k.printk.pr_warn(f"KHO: {where} {problem}; its contents are lost [khofs: not checked by Linux]")
         return False
+
+    def _kho_map_problem(self, phys: int, size: int) -> str | None:
+        """Why [phys, phys+size) was not handed over by the map this kernel read, or None."""
+        gap = self.kho_preserved_gap(phys, size)
+        if gap is not None:
+            return f"is not in the preserved memory map from {gap:#x} on"
+        area = next((a for a in self.kho_scratch
+                     if a.addr < phys + size and phys < a.addr + a.size), None)
+        if area is None:
+            return None
+        # Preserved, but scratch is this kernel's to use from its first allocation.
+        return f"lies in scratch [mem {area.addr:#018x}-{area.addr + area.size - 1:#018x}]"
 
     def kho_preserved_gap(self, phys: int, size: int) -> int | None:
         """The first address of [phys, phys+size) that no deserialized preservation covers, or None.
@@ -788,6 +801,10 @@ class KexecHandover:
         fdt = self.kho_get_fdt()
         assert fdt is not None
         self.kho_mem_deserialize(fdt)
+        if self.k.kho_sanitizer is not None:
+            value, length = libfdt.fdt_getprop(fdt, 0, PROP_PRESERVED_MEMORY_MAP)
+            first = int.from_bytes(value, "little") if value is not None and length == 8 else None
+            self.k.kho_sanitizer.kho_boot(self.k.printk, self.k.physmem, first, self.preserve_bits)
         for what, phys, size in claims:
             self.kho_check_preserved(what, phys, size)
         if self.kho_restore_folio(self.kho_in_fdt_phys) is None:

@@ -22,6 +22,7 @@ from sim.bzimage import read_kernel_info
 from sim.cmdline import memparse
 from sim.kernel import Kernel
 from sim.kexec import write_cold_boot
+from sim.kho_sanitizer import KhoSanitizer
 from sim.memblock import MAX_NUMNODES
 from sim.physmem import PhysMem
 from sim.sizes import SZ_1M, SZ_2G, SZ_4G, SZ_32M
@@ -108,7 +109,8 @@ class Machine:
 
     def __init__(self, mem: int | str = "8G", nodes: int = 2, cmdline: str = "",
                  kernel_version: str = "6.16", scrub: bool = False, test_kho: bool = False,
-                 kernel_size: int | str = SZ_32M, initrd: bytes | None = None, seed: int = 0) -> None:
+                 kernel_size: int | str = SZ_32M, initrd: bytes | None = None, seed: int = 0,
+                 kho_sanitizer: bool = False) -> None:
         self.mem = _size(mem)
         if not 1 <= nodes <= MAX_NUMNODES:
             raise ValueError(f"{nodes} NUMA nodes: the kernel supports 1 to {MAX_NUMNODES}")
@@ -130,6 +132,9 @@ class Machine:
         self.nr_cpus = 1
         # The hardware random number generator (get_random_u32 and friends).
         self.rng = random.Random(seed)
+        # A khofs instrument outside the simulated kernels: it records what each kernel truly
+        # preserved and reports misuse in the next one; no kernel ever reads it.
+        self.kho_sanitizer = KhoSanitizer() if kho_sanitizer else None
         self.kernel: Kernel | None = None
         self.generation = 0
 
@@ -146,7 +151,10 @@ class Machine:
         """reboot(LINUX_REBOOT_CMD_KEXEC): the old kernel copies the image in place and jumps."""
         if self.kernel is None:
             raise RuntimeError("the machine has not been booted")
+        scratch = [(a.addr, a.addr + a.size) for a in self.kernel.kho.kho_scratch]
         load_addr, boot_params = self.kernel.machine_kexec()
+        if self.kho_sanitizer is not None:
+            self.kho_sanitizer.kexec(scratch)
         self.kernel = None
         self.generation += 1
         return self._start(load_addr, boot_params)

@@ -9,9 +9,13 @@ KHO needs (page->private of preserved pages) is kept sparsely by pfn.
 
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sim.physmem import PhysMem
 from sim.sizes import MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE, pageblock_order
+
+if TYPE_CHECKING:
+    from sim.kho_sanitizer import KhoSanitizer
 
 pageblock_nr_pages = 1 << pageblock_order
 # The byte a scrubbing machine lays over memory the kernel may reuse (PAGE_POISON_PATTERN).
@@ -34,7 +38,7 @@ class Folio:
         return PAGE_SIZE << self.order
 
 
-class _Ranges:
+class PfnRanges:
     """Sorted, disjoint, merged [start, end) pfn ranges."""
 
     def __init__(self) -> None:
@@ -85,11 +89,13 @@ class _Ranges:
 class PageAllocator:
     """Buddy-allocator behaviour at the granularity the simulation needs."""
 
-    def __init__(self, physmem: PhysMem, scrub: bool = False) -> None:
+    def __init__(self, physmem: PhysMem, scrub: bool = False,
+                 kho_sanitizer: "KhoSanitizer | None" = None) -> None:
         self._physmem = physmem
         self._scrub = scrub
-        self._free = _Ranges()
-        self._cma = _Ranges()
+        self._kho_sanitizer = kho_sanitizer     # a khofs instrument: told, never asked
+        self._free = PfnRanges()
+        self._cma = PfnRanges()
         # page->private of pages KHO handed over, by pfn.
         self.page_private: dict[int, int] = {}
         self.totalram_pages = 0
@@ -123,6 +129,8 @@ class PageAllocator:
                 pfn = (pe - n) & ~(n - 1)
                 if pfn >= ps and pfn + n <= pe:
                     self._free.remove(pfn, pfn + n)
+                    if self._kho_sanitizer is not None:
+                        self._kho_sanitizer.page_allocated(pfn, order)
                     return Folio(pfn, order)
         return None
 
@@ -137,6 +145,8 @@ class PageAllocator:
         return pieces
 
     def free_folio(self, folio: Folio) -> None:
+        if self._kho_sanitizer is not None:
+            self._kho_sanitizer.page_freed(folio.pfn, folio.order)
         self._free.add(folio.pfn, folio.pfn + (1 << folio.order))
 
     def nr_free_pages(self) -> int:
