@@ -60,10 +60,11 @@ class MachineOption:
     keyword: str
     kwargs: dict[str, Any]
     convert: Callable[[Any], Any] | None = None
+    name: str = ""                      # the flag's name when it is not the keyword's
 
     @property
     def flag(self) -> str:
-        return "--" + self.keyword.replace("_", "-")
+        return "--" + (self.name or self.keyword).replace("_", "-")
 
     def value(self, args: argparse.Namespace) -> Any:
         value = getattr(args, self.keyword)
@@ -85,6 +86,9 @@ MACHINE_OPTIONS = (
                                "help": "build kernels with CONFIG_TEST_KEXEC_HANDOVER"}),
     MachineOption("kho_sanitizer", {"action": "store_true",
                                     "help": "report KHO misuse in the next kernel (khofs/kho_sanitizer)"}),
+    MachineOption("modules", {"action": "append", "default": [], "metavar": "FILE.py",
+                              "help": "a KHO user built into every kernel (repeatable; README "
+                                      "\"Write a KHO user\")"}, name="module"),
 )
 
 
@@ -194,9 +198,9 @@ def _in_private_namespace(argv: list[str]) -> None:
         raise CliError(f"cannot run unshare: {e.strerror}") from None
 
 
-def _enter(root: str, command: list[str] | None) -> int:
-    """Run CMD (None: an interactive bash) with the machine mounted at root seen at the real paths;
-    CMD's exit status.  Must run in a private mount namespace: the binds vanish with it."""
+def _enter(root: str, command: list[str] | None, cwd: str) -> int:
+    """Run CMD (None: an interactive bash) in cwd with the machine mounted at root seen at the real
+    paths; CMD's exit status.  Must run in a private mount namespace: the binds vanish with it."""
     bound: list[str] = []
     shims = _shim_dir()
     if command is None:
@@ -212,7 +216,7 @@ def _enter(root: str, command: list[str] | None) -> int:
             bound.append(target)
         env = dict(os.environ, KHOFS_ROOT=root, PATH=f"{shims}:{os.environ.get('PATH', '')}")
         try:
-            status = subprocess.run(command, env=env).returncode
+            status = subprocess.run(command, env=env, cwd=cwd).returncode
         except OSError as e:
             raise CliError(f"cannot run {command[0]}: {e.strerror}") from None
         return status if status >= 0 else 128 - status
@@ -225,6 +229,7 @@ def _enter(root: str, command: list[str] | None) -> int:
 def _run(args: argparse.Namespace, command: list[str] | None) -> int:
     """A fresh machine, served from a thread for as long as CMD runs."""
     _in_private_namespace(args.argv)
+    cwd = os.getcwd()                               # libfuse3's fuse_main moves the process to /
     machine = _boot(args)
     root = tempfile.mkdtemp(prefix="khofs-root-")
     failure: list[BaseException] = []
@@ -239,7 +244,7 @@ def _run(args: argparse.Namespace, command: list[str] | None) -> int:
     thread.start()
     try:
         _wait_mounted(root, thread.is_alive)
-        return _enter(root, command)
+        return _enter(root, command, cwd)
     finally:
         if os.path.ismount(root):
             _fusermount_u(root)
@@ -253,7 +258,7 @@ def _attach(args: argparse.Namespace, command: list[str] | None) -> int:
     if not os.path.exists(os.path.join(root, SYSCALL_PATH.lstrip("/"))):
         raise CliError(f"attach: {args.attach} is not a khofs mount")
     _in_private_namespace(args.argv)
-    return _enter(root, command)
+    return _enter(root, command, os.getcwd())
 
 
 def _command(args: argparse.Namespace) -> list[str]:

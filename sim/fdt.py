@@ -272,6 +272,11 @@ class FdtSw:
         """libfdt's big-endian u64 (KHO's own integers are native-endian: use ``property``)."""
         return self.property(name, struct.pack(">Q", v & U64_MAX))
 
+    def property_native_u64(self, name: str, v: int) -> int:
+        """A u64 as KHO stores its own (``fdt_property(fdt, name, &v, sizeof(v))``): in the CPU's byte
+        order, little-endian on x86_64 and arm64, where ``property_u64`` writes a big-endian cell."""
+        return self.property(name, struct.pack("<Q", v & U64_MAX))
+
     def finish(self) -> int:
         """Terminate the struct block, move the strings behind it and fix up name offsets."""
         err = self._probe_struct()

@@ -35,6 +35,7 @@ from sim.memblock import (
     NUMA_NO_NODE,
     Memblock,
 )
+from sim.module import DEVICE_INITCALL, LATE_INITCALL, KernelApi, Module
 from sim.page_alloc import PAGE_POISON, PageAllocator
 from sim.printk import LOGLEVEL_NOTICE, Printk
 from sim.reserve_mem import ReserveMem
@@ -107,7 +108,9 @@ class Kernel:
         self.slab = Slab(self.page_alloc, self.physmem)
         self.kho = KexecHandover(self)
         self.reserve_mem = ReserveMem(self)
-        self.test_kho = TestKho(self) if machine.test_kho else None
+        self.test_kho = TestKho(KernelApi(self, "test_kho", _by_kernel=True)) if machine.test_kho else None
+        # The machine's user modules, built afresh into this kernel (their globals die with it).
+        self.modules = [Module(self, source) for source in machine.modules]
         self.kexec = Kexec(self, get_random_bytes=machine.rng.randbytes)
         self.swiotlb = Swiotlb()
         self.x86_swiotlb_enable = False
@@ -381,13 +384,18 @@ class Kernel:
             mb.set_node(region.base, region.size, mb.reserved, region.nid)
 
     def do_initcalls(self) -> None:
-        """rootfs_initcall, device_initcall then late_initcall, in link order (kernel/, mm/, lib/)."""
+        """rootfs_initcall, device_initcall then late_initcall, in link order (kernel/, mm/, lib/,
+        then user modules)."""
         self.pci_iommu_init()
         self.memblock_init_debugfs()
         if self.test_kho is not None:
             self.test_kho.kho_test_init()
+        for module in self.modules:
+            module.do_initcalls(DEVICE_INITCALL)
         self.kho.kho_init()
         self.reserve_mem.reserve_mem_init()
+        for module in self.modules:
+            module.do_initcalls(LATE_INITCALL)
 
     def pci_iommu_init(self) -> None:
         """rootfs_initcall (arch/x86/kernel/pci-dma.c): report the bounce buffer."""

@@ -15,7 +15,10 @@ Firmware map (QEMU q35 style, see README "The machine model"):
 
 import random
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 from sim.bootparam import E820_TYPE_RAM, E820_TYPE_RESERVED, E820Entry
 from sim.bzimage import read_kernel_info
@@ -24,6 +27,7 @@ from sim.kernel import Kernel
 from sim.kexec import write_cold_boot
 from sim.kho_sanitizer import KhoSanitizer
 from sim.memblock import MAX_NUMNODES
+from sim.module import ModuleSource
 from sim.physmem import PhysMem
 from sim.sizes import SZ_1M, SZ_2G, SZ_4G, SZ_32M
 
@@ -110,7 +114,8 @@ class Machine:
     def __init__(self, mem: int | str = "8G", nodes: int = 2, cmdline: str = "",
                  kernel_version: str = "6.16", scrub: bool = False, test_kho: bool = False,
                  kernel_size: int | str = SZ_32M, initrd: bytes | None = None, seed: int = 0,
-                 kho_sanitizer: bool = False) -> None:
+                 kho_sanitizer: bool = False,
+                 modules: Sequence[str | Path | ModuleType] = ()) -> None:
         self.mem = _size(mem)
         if not 1 <= nodes <= MAX_NUMNODES:
             raise ValueError(f"{nodes} NUMA nodes: the kernel supports 1 to {MAX_NUMNODES}")
@@ -125,6 +130,8 @@ class Machine:
         # with CONFIG_TEST_KEXEC_HANDOVER.
         self.scrub = scrub
         self.test_kho = test_kho
+        # KHO users built into every kernel of this machine (FILE.py paths or imported modules).
+        self.modules = [ModuleSource.load(module) for module in modules]
         self.e820 = q35_e820(self.mem)
         self.srat = numa_memblks(self.mem, nodes)
         self.physmem = PhysMem(ram_spans(self.mem)[-1][1])

@@ -14,20 +14,12 @@ from typing import TYPE_CHECKING
 
 from sim import fdt as libfdt
 from sim.cmdline import KernelParam, module_param_long
-from sim.kho import (
-    KEXEC_KHO_ABORT,
-    KEXEC_KHO_FINALIZE,
-    NOTIFY_BAD,
-    NOTIFY_DONE,
-    KhoSerialization,
-    kho_preserve_vmalloc,
-    kho_restore_vmalloc,
-)
+from sim.kho import KEXEC_KHO_ABORT, KEXEC_KHO_FINALIZE, NOTIFY_BAD, NOTIFY_DONE, KhoSerialization
 from sim.page_alloc import Folio
 from sim.sizes import MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGE_ALIGN, PAGE_SIZE, get_order
 
 if TYPE_CHECKING:
-    from sim.kernel import Kernel
+    from sim.module import KernelApi
 
 KHO_TEST_MAGIC = 0x4B484F21          # 'KHO!'
 KHO_TEST_FDT = "kho_test"
@@ -50,9 +42,14 @@ def csum_partial(data: bytes, wsum: int) -> int:
 
 
 class TestKho:
-    """The module's state (struct kho_test_state) plus its init and notifier."""
+    """The module's state (struct kho_test_state) plus its init and notifier.
 
-    def __init__(self, kernel: "Kernel") -> None:
+    Written against the KHO user API only (sim.module.KernelApi), as a module built into
+    the kernel: what it needs, any KHO user gets."""
+
+    __test__ = False                # a kernel module, not a pytest class
+
+    def __init__(self, kernel: "KernelApi") -> None:
         self.k = kernel
         self.max_mem: KernelParam = module_param_long("test_kho", "max_mem",
                                                       (PAGE_SIZE << MAX_PAGE_ORDER) * 2)
@@ -63,23 +60,22 @@ class TestKho:
     def kho_test_generate_data(self) -> int:
         max_mem = self.max_mem.value
         alloc_size, csum = 0, 0
-        rng = self.k.machine.rng
         while alloc_size < max_mem:
-            order = rng.getrandbits(32) % NR_PAGE_ORDERS
+            order = self.k.get_random_u32() % NR_PAGE_ORDERS
             if alloc_size + (PAGE_SIZE << order) > max_mem:
                 order = get_order(max_mem - alloc_size)
                 if order:
                     order -= 1
             size = PAGE_SIZE << order
-            folio = self.k.page_alloc.alloc_pages(order)
+            folio = self.k.folio_alloc(order)
             if folio is None:
                 for f in self.folios:
-                    self.k.page_alloc.free_folio(f)
+                    self.k.folio_put(f)
                 self.folios.clear()
                 return -errno.ENOMEM
             self.folios.append(folio)
-            data = rng.randbytes(size)
-            self.k.physmem.write(folio.phys, data)
+            data = self.k.get_random_bytes(size)
+            self.k.phys_write(folio.phys, data)
             csum = csum_partial(data, csum)
             alloc_size += size
         self.csum = csum
@@ -87,10 +83,9 @@ class TestKho:
 
     def kho_test_prepare_fdt(self) -> int:
         """The kho_test sub-FDT in a folio sized for nr_folios u64s plus a page."""
-        kho = self.k.kho
         nr = len(self.folios)
         fdt_size = nr * 8 + PAGE_SIZE
-        folio = self.k.page_alloc.alloc_pages(get_order(fdt_size))
+        folio = self.k.folio_alloc(get_order(fdt_size))
         if folio is None:
             return -errno.ENOMEM
         self.fdt = folio
@@ -102,8 +97,8 @@ class TestKho:
         err |= sw.property("magic", struct.pack("<I", KHO_TEST_MAGIC))
         err |= sw.begin_node("data")
         err |= sw.property("nr_folios", struct.pack("<I", nr))
-        if self.k.kver >= (6, 18):
-            verr, preservation = kho_preserve_vmalloc(kho, struct.pack(f"<{nr}Q", *infos))
+        if self.k.kernel_version >= (6, 18):
+            verr, preservation = self.k.kho_preserve_vmalloc(struct.pack(f"<{nr}Q", *infos))
             err |= verr or sw.property("folios_info", preservation)
         else:
             err |= sw.property("folios_info", struct.pack(f"<{nr}Q", *infos))
@@ -111,10 +106,10 @@ class TestKho:
         err |= sw.end_node()
         err |= sw.end_node()
         err |= sw.finish()
-        self.k.physmem.write(folio.phys, bytes(sw.buf))
+        self.k.phys_write(folio.phys, sw.buf)
         if not err:
             for f in self.folios:
-                err = kho.kho_preserve_folio(f)
+                err = self.k.kho_preserve_folio(f)
                 if err:
                     break
         return err
@@ -124,9 +119,8 @@ class TestKho:
             return NOTIFY_DONE
         if cmd != KEXEC_KHO_FINALIZE or ser is None or self.fdt is None:
             return NOTIFY_BAD
-        kho = self.k.kho
-        err = kho.kho_preserve_folio(self.fdt)
-        err |= kho.kho_add_subtree(ser, KHO_TEST_FDT, self.fdt.phys)
+        err = self.k.kho_preserve_folio(self.fdt)
+        err |= self.k.kho_add_subtree(ser, KHO_TEST_FDT, self.fdt.phys)
         return NOTIFY_BAD if err else NOTIFY_DONE
 
     def kho_test_save(self) -> int:
@@ -137,10 +131,9 @@ class TestKho:
         err = self.kho_test_prepare_fdt()
         if err:
             return err
-        return self.k.kho.register_kho_notifier(self.kho_test_notifier)
+        return self.k.register_kho_notifier(self.kho_test_notifier)
 
     def kho_test_restore_data(self, fdt: bytes) -> int:
-        kho = self.k.kho
         node = libfdt.fdt_path_offset(fdt, "/data")
         nr_folios, length = libfdt.fdt_getprop(fdt, node, "nr_folios")
         if nr_folios is None or length != 4:
@@ -150,10 +143,10 @@ class TestKho:
         if old_csum is None or length != 4:
             return -errno.EINVAL
         info, length = libfdt.fdt_getprop(fdt, node, "folios_info")
-        if self.k.kver >= (6, 18):
+        if self.k.kernel_version >= (6, 18):
             if info is None or length != 16:
                 return -errno.EINVAL
-            info = kho_restore_vmalloc(kho, info)
+            info = self.k.kho_restore_vmalloc(info)
             if info is None or len(info) < nr * 8:
                 return -errno.EINVAL
         elif info is None or length != 8 * nr:
@@ -161,18 +154,18 @@ class TestKho:
         csum = 0
         for (value,) in struct.iter_unpack("<Q", info[:nr * 8]):
             order, phys = value & ~PAGE_MASK, value & PAGE_MASK
-            folio = kho.kho_restore_folio(phys)
+            folio = self.k.kho_restore_folio(phys)
             if folio is None or folio.order != order:
                 break
-            csum = csum_partial(self.k.physmem.read(phys, PAGE_SIZE << order), csum)
-            self.k.page_alloc.free_folio(folio)
+            csum = csum_partial(self.k.phys_read(phys, PAGE_SIZE << order), csum)
+            self.k.folio_put(folio)
         if csum != struct.unpack("<I", old_csum)[0]:
             return -errno.EINVAL
         return 0
 
     def kho_test_restore(self, fdt_phys: int) -> int:
         try:
-            fdt = self.k.kho.map_fdt(fdt_phys, 8)
+            fdt = self.k.map_fdt(fdt_phys)
         except ValueError:
             return -errno.EINVAL
         node = libfdt.fdt_path_offset(fdt, "/")
@@ -185,21 +178,20 @@ class TestKho:
             return -errno.EINVAL
         err = self.kho_test_restore_data(fdt)
         if err:
-            if self.k.kver >= (6, 18):
-                self.k.printk.pr_err("test_kho: KHO restore failed")
+            if self.k.kernel_version >= (6, 18):
+                self.k.pr_err("test_kho: KHO restore failed")
             return err
-        self.k.printk.pr_info("test_kho: KHO restore succeeded")
+        self.k.pr_info("test_kho: KHO restore succeeded")
         return 0
 
     def kho_test_init(self) -> int:
         """module_init (device_initcall): restore if a kho_test tree came in, else save afresh."""
-        kho = self.k.kho
-        if self.k.kver >= (6, 18) and not kho.kho_is_enabled():
+        if self.k.kernel_version >= (6, 18) and not self.k.kho_is_enabled():
             return 0
-        err, fdt_phys = kho.kho_retrieve_subtree(KHO_TEST_FDT)
+        err, fdt_phys = self.k.kho_retrieve_subtree(KHO_TEST_FDT)
         if not err:
             return self.kho_test_restore(fdt_phys)
         if err != -errno.ENOENT:
-            self.k.printk.pr_warn(f"test_kho: failed to retrieve {KHO_TEST_FDT} FDT: {err}")
+            self.k.pr_warn(f"test_kho: failed to retrieve {KHO_TEST_FDT} FDT: {err}")
             return err
         return self.kho_test_save()

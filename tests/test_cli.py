@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_fs_harness import host_binds
 
 from khofs import cli
 
@@ -35,13 +36,6 @@ def test_unreadable_initrd_is_one_line(tmp_path: Path) -> None:
     r = subprocess.run([*KHOFS, "run", "--initrd", str(tmp_path / "none"), "--", "true"],
                        capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stderr) == (1, f"khofs: cannot read {tmp_path}/none: No such file or directory\n")
-
-
-def host_binds() -> list[str]:
-    """The host's mounts at the paths `run`/`attach` bind over (other mounts come and go in parallel)."""
-    targets = {target for _, target in cli.BINDS}
-    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if line.split()[4] in targets]
 
 
 @pytest.fixture

@@ -4,14 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_fs_harness import KHO_CMDLINE, REPO
+from test_fs_harness import KHO_CMDLINE, REPO, host_binds
 
 WORKFLOW = REPO / "scripts" / "kho-workflow.sh"
 
 
 def test_the_demo_workflow_in_a_private_namespace() -> None:
     """The README's demo script, on a scrubbing machine: only truly preserved memory survives."""
-    before = Path("/proc/self/mountinfo").read_text()
+    before = host_binds()
     bindir = str(Path(sys.executable).parent)          # where `khofs` is installed
     r = subprocess.run([sys.executable, "-m", "khofs.cli", "run", "--scrub", "--test-kho",
                         "--cmdline", KHO_CMDLINE, "--", "bash", str(WORKFLOW)],
@@ -28,7 +28,14 @@ def test_the_demo_workflow_in_a_private_namespace() -> None:
     # The kexec'd kernel's in/fdt decompiles to the tree the old kernel's out/fdt showed.
     trees = out.split("/dts-v1/;")
     assert trees[1] == trees[3].split("[")[0], "in/fdt differs from out/fdt"
-    assert Path("/proc/self/mountinfo").read_text() == before
+    assert host_binds() == before
+
+
+def test_run_keeps_the_working_directory(tmp_path: Path) -> None:
+    """CMD starts where `khofs run` was started (libfuse3's fuse_main chdirs the server to /)."""
+    r = subprocess.run([sys.executable, "-m", "khofs.cli", "run", "--", "pwd"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout) == (0, f"{tmp_path}\n"), r.stderr
 
 
 def test_run_exit_status_and_errors_are_one_line(tmp_path: Path) -> None:

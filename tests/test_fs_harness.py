@@ -50,6 +50,14 @@ def mounted(tmp_path: Path, cmdline: str = KHO_CMDLINE, **machine: object) -> It
     assert not errors, errors
 
 
+def host_binds() -> list[str]:
+    """The host's mounts at the paths `run`/`attach` bind over (other mounts come and go in parallel)."""
+    from khofs.cli import BINDS
+    targets = {target for _, target in BINDS}
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4] in targets]
+
+
 def sh(script: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run a bash script (bash, not dash: kernel-style write errors) and capture everything."""
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True,
