@@ -76,10 +76,24 @@ class KernelInfo:
     init_size: int
 
 
+# LINUX_COMPILE_BY@LINUX_COMPILE_HOST and LINUX_COMPILER of the simulated builds (Debian 13's toolchain).
+LINUX_COMPILE_BY_HOST = "khofs@khofs"
+LINUX_COMPILER = "gcc (Debian 14.2.0-19) 14.2.0, GNU ld (GNU Binutils for Debian) 2.44"
+
+
+def _uts_version(kernel_version: str) -> str:
+    return f"#1 SMP PREEMPT_DYNAMIC {_BUILD_DATES[kernel_version]}"
+
+
 def kernel_version_string(kernel_version: str) -> str:
     """The string hdr.kernel_version points at: UTS_RELEASE (user@host) UTS_VERSION."""
-    return (f"{KERNEL_RELEASES[kernel_version]} (khofs@khofs) #1 SMP PREEMPT_DYNAMIC "
-            f"{_BUILD_DATES[kernel_version]}")
+    return f"{KERNEL_RELEASES[kernel_version]} ({LINUX_COMPILE_BY_HOST}) {_uts_version(kernel_version)}"
+
+
+def linux_banner(kernel_version: str) -> str:
+    """init/version.c linux_banner: as the version string, with the compiler after user@host."""
+    return (f"Linux version {KERNEL_RELEASES[kernel_version]} ({LINUX_COMPILE_BY_HOST}) "
+            f"({LINUX_COMPILER}) {_uts_version(kernel_version)}")
 
 
 def _payload(kernel_version: str, cmdline: bytes, init_size: int) -> bytes:

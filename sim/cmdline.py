@@ -15,7 +15,7 @@ differently.
 import errno
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from sim.kstrtox import kstrtobool, kstrtol, kstrtouint, simple_strtoull
@@ -241,20 +241,50 @@ def obsolete_checksetup(line: str, table: SetupTable) -> bool:
     return had_early_param
 
 
+@dataclass
+class InitArgs:
+    """argv_init and envp_init: what unknown_bootoption() leaves for init."""
+
+    argv: list[str] = field(default_factory=lambda: ["init"])
+    envp: list[str] = field(default_factory=lambda: ["HOME=/", "TERM=linux"])
+
+
 def parse_setup_params(cmdline: str, table: SetupTable, params: Sequence[KernelParam],
-                       printk: LogSink) -> str | None:
+                       printk: LogSink, init: InitArgs | None = None) -> str | None:
     """start_kernel()'s "Booting kernel" pass; returns the arguments for init after `--`.
 
     Module parameters are tried first, then __setup prefixes (unknown_bootoption()).
-    Arguments nobody takes would go to init as argv/envp; they are dropped here.  As in
-    the kernel, any module-parameter failure before the `--` loses init's arguments.
+    Arguments nobody takes go to `init` (when given): `name=value` to its environment,
+    replacing a variable of that name, the rest to its argv; a dotted name is an unused
+    module parameter and goes nowhere.  More than CONFIG_INIT_ENV_ARG_LIMIT (32) of either,
+    which makes Linux panic later, is not modelled.  As in the kernel, any module-parameter
+    failure before the `--` loses init's arguments.
     """
     def unknown_bootoption(param: str, val: str | None) -> int:
-        obsolete_checksetup(param if val is None else f"{param}={val}", table)
+        line = param if val is None else f"{param}={val}"   # repair_env_string()
+        if obsolete_checksetup(line, table) or "." in param or init is None:
+            return 0
+        if val is None:
+            init.argv.append(line)
+            return 0
+        for i, var in enumerate(init.envp):
+            if var.startswith(param + "="):
+                init.envp[i] = line
+                return 0
+        init.envp.append(line)
         return 0
 
     result = parse_args("Booting kernel", cmdline, params, unknown_bootoption, printk)
     return None if result.err else result.after_dashes
+
+
+def print_unknown_bootoptions(init: InitArgs, printk: LogSink) -> None:
+    """The pr_notice() naming what init gets: its argv after "init", then its environment
+    after HOME and TERM."""
+    unknown = init.argv[1:] + init.envp[2:]
+    if unknown:
+        printk(f'Unknown kernel command line parameters "{" ".join(unknown)}", '
+               "will be passed to user space.", LOGLEVEL_NOTICE)
 
 
 # ---------------------------------------------------------------- parameters KHO needs
@@ -365,19 +395,16 @@ def early_memblock(p: str | None) -> bool:
 
 
 def parse_memopt(p: str | None, printk: LogSink) -> int:
-    """mem= (x86 early_param): the limit above which e820 RAM is removed.
+    """mem= (x86 early_param): the limit above which e820 RAM is removed, 0 for no limit.
 
-    memparse() ignores trailing text ("1Gfoo" is 1 GiB).  0, unparsable, None and
-    "nopentium" (warned about on 64-bit) are EINVAL.  The kernel sets e820's userdef
-    before the zero check, so "mem=0" still prints the user-defined map; that side
-    effect is the caller's to model.
+    A bare `mem` and "nopentium" (warned about on 64-bit) are EINVAL before anything
+    changes.  Past that point the kernel sets e820's userdef (so the user-defined map is
+    printed) and only then rejects a 0 or unparsable size: the caller sets userdef and
+    turns 0 into EINVAL.  memparse() ignores trailing text ("1Gfoo" is 1 GiB).
     """
     if p is None:
         raise _fail(errno.EINVAL)
     if p == "nopentium":
         printk("mem=nopentium ignored! (only supported on x86_32)", LOGLEVEL_WARNING)
         raise _fail(errno.EINVAL)
-    limit, _ = memparse(p)
-    if limit == 0:
-        raise _fail(errno.EINVAL)
-    return limit
+    return memparse(p)[0]

@@ -8,6 +8,7 @@ Linux does.  The boot order and every reservation are documented in the README
 """
 
 import errno
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from sim.bootparam import (
     read_boot_command_line,
     walk_setup_data,
 )
-from sim.bzimage import KernelInfo, apply_builtin_cmdline
+from sim.bzimage import KernelInfo, apply_builtin_cmdline, linux_banner
 from sim.debugfs import Debugfs
 from sim.kexec import Kexec
 from sim.kho import KexecHandover
@@ -84,6 +85,18 @@ _E820_NAMES = {1: "usable", 2: "reserved", 3: "ACPI data", 4: "ACPI NVS", 5: "un
                7: "persistent (type 7)", 12: "persistent (type 12)", 128: "reserved"}
 
 
+# Parameters a distribution x86_64 kernel takes (early_param / __setup) that the simulator accepts
+# without modelling what they do, so that they are neither reported as unknown nor given to init:
+# by exact name (`name` or `name=...`), and by __setup prefix.
+_ACCEPTED_NAMES = tuple(kcmdline.EarlyParam(name, lambda _p: 0) for name in (
+    "acpi", "apic", "crashkernel", "debug", "earlycon", "earlyprintk", "ignore_loglevel", "iommu",
+    "loglevel", "maxcpus", "mitigations", "noapic", "nokaslr", "nr_cpus", "nosmp", "pci", "quiet",
+    "ro", "rootwait", "rw"))
+_ACCEPTED_PREFIXES = tuple(kcmdline.Setup(prefix, lambda _p: 1) for prefix in (
+    "console=", "hugepages=", "init=", "panic=", "rdinit=", "root=", "rootflags=", "rootfstype=",
+    "transparent_hugepage="))
+
+
 def e820_type_name(type_: int) -> str:
     return _E820_NAMES.get(type_, f"type {type_}")
 
@@ -124,9 +137,12 @@ class Kernel:
 
     def start_kernel(self) -> None:
         self.setup_arch()
-        self.printk.pr_info(f"Kernel command line: {self.boot_command_line}")
+        self.printk.log(f"Kernel command line: {self.saved_command_line}", LOGLEVEL_NOTICE)
         params = [self.test_kho.max_mem] if self.test_kho else []
-        kcmdline.parse_setup_params(self.boot_command_line, self._setup_table(), params, self.printk.log)
+        init = kcmdline.InitArgs()
+        kcmdline.parse_setup_params(self.boot_command_line, self._setup_table(), params, self.printk.log,
+                                    init)
+        kcmdline.print_unknown_bootoptions(init, self.printk.log)
         self.printk.advance(20_000_000)
         self.mm_core_init()
         self.printk.advance(100_000_000)
@@ -137,8 +153,11 @@ class Kernel:
         """x86 setup_arch(), reduced to what memblock and KHO observe, in the kernel's order."""
         bp = BootParams.read(self.physmem, self.boot_params_phys)   # copy_bootdata()
         bootloader = read_boot_command_line(self.physmem, bp)
-        self.printk.log(f"Linux version {self.info.release} (khofs@khofs) #1 SMP PREEMPT_DYNAMIC",
-                        LOGLEVEL_NOTICE)
+        self.printk.log(linux_banner(self.info.version), LOGLEVEL_NOTICE)
+        if self.test_kho is not None and self.kver < (6, 17):
+            # A user asking for test_kho on 6.16 wants the self-test; it only uses 6.16's API.
+            self.printk.log("[khofs: CONFIG_TEST_KEXEC_HANDOVER: lib/test_kho.c first appeared in "
+                            "6.17 and is backported into this 6.16 kernel]", LOGLEVEL_NOTICE)
         # Printed before CONFIG_CMDLINE is merged in, so only the boot loader's part shows.
         self.printk.pr_info(f"Command line: {bootloader}")
         self.boot_command_line = apply_builtin_cmdline(self.info.builtin_cmdline, bootloader)
@@ -252,6 +271,7 @@ class Kernel:
             kcmdline.EarlyParam("memblock", early(self.early_memblock)),
             kcmdline.EarlyParam("swiotlb", self.setup_io_tlb_npages),
             kcmdline.Setup("reserve_mem=", self.reserve_mem.reserve_mem),
+            *_ACCEPTED_NAMES, *_ACCEPTED_PREFIXES,
         ]
 
     def kho_parse_enable(self, p: str | None) -> None:
@@ -281,8 +301,10 @@ class Kernel:
             self.memblock.memblock_debug = True
 
     def parse_memopt(self, p: str | None) -> None:
-        self._e820_userdef = True
         limit = kcmdline.parse_memopt(p, self.printk.log)
+        self._e820_userdef = True
+        if not limit:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
         table = []
         for e in self.e820_table:
             if e.type != E820_TYPE_RAM or e.addr + e.size <= limit:

@@ -25,6 +25,7 @@ from sim.memblock import (
     NUMA_NO_NODE,
 )
 from sim.page_alloc import Folio
+from sim.panic import warn
 from sim.sizes import (
     CMA_MIN_ALIGNMENT_BYTES,
     MAX_PAGE_ORDER,
@@ -282,6 +283,8 @@ class KexecHandover:
                 mb.free(array, self.kho_scratch_cnt * KHO_SCRATCH_SIZE)
             self.kho_enable = False
             self.kho_scratch_cnt = 0
+            # "kho: warn if KHO is disabled due to an error" went in through mm-hotfixes-stable
+            # on 2025-08-19, before 6.17.0: 6.17.4 prints it, 6.16.0 does not.
             if self.k.kver >= (6, 17):
                 self.k.printk.pr_warn("KHO: Failed to reserve scratch area, disabling kexec handover")
             return
@@ -413,6 +416,11 @@ class KexecHandover:
     # -- notifiers, subtrees, finalize/abort --
 
     def register_kho_notifier(self, nb: Notifier) -> int:
+        """blocking_notifier_chain_register(): all priorities are 0, so a new block goes last."""
+        if nb in self.chain:
+            warn(self.k.printk, "kernel/notifier.c:28", "notifier_chain_register",
+                 f"notifier callback {getattr(nb, '__name__', repr(nb))} already registered")
+            return -errno.EEXIST
         self.chain.append(nb)
         return 0
 

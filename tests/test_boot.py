@@ -230,6 +230,50 @@ def test_mem_removes_ram_above_that_address_and_prints_the_user_map() -> None:
     assert k.memblock.end_of_DRAM() == 2 * G
 
 
+@pytest.mark.parametrize("arg", ["mem=nopentium", "mem"])
+def test_mem_rejected_before_userdef_prints_no_user_map(arg: str) -> None:
+    # parse_memopt() returns -EINVAL for a missing value and for "nopentium" before userdef = 1.
+    text = Machine(mem="2G", nodes=1, cmdline=arg).boot().dmesg()
+    assert "] Malformed early option 'mem'\n" in text
+    assert "user-defined physical RAM map" not in text
+
+
+def test_mem_zero_prints_the_user_map_then_fails() -> None:
+    # A 0 size fails after userdef = 1: the unchanged map is printed as the user's.
+    text = Machine(mem="2G", nodes=1, cmdline="mem=0").boot().dmesg()
+    assert "] Malformed early option 'mem'\n" in text
+    assert "] user: [mem 0x0000000000100000-0x000000007fffffff] usable\n" in text
+
+
+def test_banner_and_command_line_levels() -> None:
+    k = Machine(mem="2G", nodes=1, cmdline="quiet").boot()
+
+    def record(prefix: str) -> tuple[int, str]:
+        return next((r.level, r.text) for r in k.printk.records if r.text.startswith(prefix))
+
+    # linux_banner names the compiler and carries the build date of the image's version string;
+    # it and "Kernel command line:" are pr_notice (5), setup_arch's "Command line:" KERN_INFO (6).
+    assert record("Linux version ") == (5, "Linux version 6.16.0-khofs (khofs@khofs) (gcc (Debian "
+                                           "14.2.0-19) 14.2.0, GNU ld (GNU Binutils for Debian) 2.44) "
+                                           "#1 SMP PREEMPT_DYNAMIC Sun Jul 27 00:00:00 UTC 2025")
+    assert record("Kernel command line:") == (5, "Kernel command line: quiet")
+    assert record("Command line:") == (6, "Command line: quiet")
+
+
+def test_unknown_parameters_are_passed_to_init() -> None:
+    # unknown_bootoption(): dotted names are unused module parameters; name=value goes to init's
+    # environment (TERM= replaces "TERM=linux", so it is not printed; the quotes of a quoted
+    # value are gone); the rest to its argv, which print_unknown_bootoptions() lists first.
+    cmdline = 'kho=on console=ttyS0 root=/dev/vda ro quiet foo bar=1 TERM=xterm net.ifnames=0 x="a b" baz'
+    text = Machine(mem="2G", nodes=1, cmdline=cmdline).boot().dmesg()
+    assert ('] Unknown kernel command line parameters "foo baz bar=1 x=a b", '
+            "will be passed to user space.\n") in text
+
+
+def test_no_unknown_parameters_no_line(k8) -> None:
+    assert "Unknown kernel command line" not in k8.dmesg()
+
+
 def test_proc_cmdline_is_the_boot_command_line(k8) -> None:
     assert k8.cmdline == "kho=on"
 
@@ -271,3 +315,15 @@ def test_impossible_machines_are_refused(mem: str, nodes: int) -> None:
 def test_sixteen_nodes_get_eighteen_scratch_areas() -> None:
     k = Machine(mem="64G", nodes=16, cmdline="kho=on").boot()
     assert len(scratch(k)) == 16 + 2
+
+
+@pytest.mark.parametrize(("version", "test_kho", "backport"), [
+    ("6.16", True, True), ("6.16", False, False), ("6.17", True, False), ("6.18", True, False)])
+def test_test_kho_on_6_16_is_announced_as_a_backport(version: str, test_kho: bool, backport: bool) -> None:
+    # lib/test_kho.c is new in 6.17: a 6.16 kernel with it says, right under its banner, that it
+    # is a backport, in the simulator's voice.
+    k = Machine(mem="2G", nodes=1, kernel_version=version, test_kho=test_kho).boot()
+    second = k.printk.records[1].text
+    assert (second == "[khofs: CONFIG_TEST_KEXEC_HANDOVER: lib/test_kho.c first appeared in 6.17 and "
+                      "is backported into this 6.16 kernel]") == backport
+    assert second.startswith("[khofs") == backport

@@ -112,5 +112,7 @@ def test_the_new_kernel_version_comes_from_the_image_bytes() -> None:
     m, k0 = boot()
     k1 = kexec(m, version="6.18")
     assert k0.info.version == "6.16" and k1.info.version == "6.18"
-    assert log(k1)[0] == "Linux version 6.18.0-khofs (khofs@khofs) #1 SMP PREEMPT_DYNAMIC"
+    assert log(k1)[0] == ("Linux version 6.18.0-khofs (khofs@khofs) (gcc (Debian 14.2.0-19) 14.2.0, "
+                          "GNU ld (GNU Binutils for Debian) 2.44) #1 SMP PREEMPT_DYNAMIC "
+                          "Sun Nov 30 00:00:00 UTC 2025")
     assert k1.dmesg().startswith("[    0.000000] ")

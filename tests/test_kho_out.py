@@ -282,3 +282,27 @@ def test_test_kho_max_mem_module_parameter() -> None:
     k = boot("kho=on test_kho.max_mem=1M", test_kho=True)
     assert "Booting kernel: `1M' invalid for parameter `test_kho.max_mem'" in k.dmesg()
     assert sum(f.size for f in k.test_kho.folios) == 8 * M
+
+
+def test_registering_a_notifier_twice_warns_and_fails_with_eexist() -> None:
+    # notifier_chain_register(): the same notifier_block again is WARN(1, ...) and -EEXIST, and
+    # the chain keeps one copy, so FINALIZE calls it once.
+    k = boot("kho=on")
+    calls = []
+
+    def kho_user_notifier(cmd: int, ser) -> int:
+        calls.append(cmd)
+        return NOTIFY_DONE
+
+    assert k.kho.register_kho_notifier(kho_user_notifier) == 0
+    before = len(k.printk.records)
+    assert k.kho.register_kho_notifier(kho_user_notifier) == -errno.EEXIST
+    assert [r.text for r in k.printk.records[before:]] == [
+        "------------[ cut here ]------------",
+        "notifier callback kho_user_notifier already registered",
+        "WARNING: CPU: 0 PID: 1 at kernel/notifier.c:28 notifier_chain_register+0x0/0x0",
+        "[khofs: registers and call trace not simulated]",
+        "---[ end trace 0000000000000000 ]---",
+    ]
+    finalize(k)
+    assert calls == [KEXEC_KHO_FINALIZE]
