@@ -8,6 +8,7 @@
     khofs mkimage OUT [--kernel-version V] [--cmdline S]   a bzImage to kexec into
     khofs dmesg                                     the kernel log (the `dmesg` inside `run`)
     khofs decode [PATH] [--mem FILE] [--json]       a KHO hand-over as the kernel reads it
+    khofs memmap [--svg FILE] [--json] [--before-after]   the physical memory map
 
 `run` and `attach` re-execute themselves under `unshare -m --propagation private`, so their bind
 mounts (/sys/kernel, /proc/cmdline, /proc/iomem, /dev/mem) exist only for CMD
@@ -308,6 +309,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return decode(args.path, args.mem, args.kernel_version, args.json, sys.stdout)
 
 
+def cmd_memmap(args: argparse.Namespace) -> int:
+    from khofs.memmap import memmap
+    return memmap(args.svg, args.json, args.before_after, sys.stdout)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="khofs", description="A simulated Linux 6.16 machine with KHO, "
                                 "its kernel files served through FUSE.")
@@ -352,6 +358,13 @@ def parser() -> argparse.ArgumentParser:
                    help="layout of the hand-over (default: the mount's kernel, else guessed)")
     c.add_argument("--json", action="store_true", help="one JSON object (schema in README.md)")
     c.set_defaults(func=cmd_decode)
+
+    mm = sub.add_parser("memmap", help="the machine's physical memory map (text, --json, --svg FILE)")
+    mm.add_argument("--svg", metavar="FILE", help="also draw it, log-scaled, with a legend")
+    mm.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    mm.add_argument("--before-after", action="store_true",
+                    help="the previous kernel's map (from the hand-over) beside this one's")
+    mm.set_defaults(func=cmd_memmap)
 
     d = sub.add_parser("dmesg", help="print the kernel log of the machine at $KHOFS_ROOT")
     d.set_defaults(func=cmd_dmesg)

@@ -14,17 +14,13 @@ paste /sys/kernel/debug/kho/out/scratch_phys /sys/kernel/debug/kho/out/scratch_l
 step "echo 1 > /sys/kernel/debug/kho/out/finalize"
 echo 1 > /sys/kernel/debug/kho/out/finalize
 dtc -I dtb -O dts /sys/kernel/debug/kho/out/fdt
-dtc -I dtb -O dts /sys/kernel/debug/kho/out/sub_fdts/memblock
 
-step "where reserve_mem=64m:4k:n1 lives: the memblock sub-FDT (native-endian u64 start/size)"
-le_u64() {  # fdtget -t bx prints the property's bytes; KHO stores u64 little-endian
-    local -a b; read -r -a b < <(fdtget -t bx "$1" "$2" "$3")
-    local hex=""; for ((i = ${#b[@]} - 1; i >= 0; i--)); do hex+=$(printf '%02x' "0x${b[i]}"); done
-    echo $((16#$hex))
-}
-memblock_fdt=/sys/kernel/debug/kho/out/sub_fdts/memblock
-n1=$(le_u64 $memblock_fdt /n1 start)
-n1_size=$(le_u64 $memblock_fdt /n1 size)
+step "khofs decode: the same hand-over as the kernel reads it (u64s are little-endian addresses)"
+khofs decode
+
+step "where reserve_mem=64m:4k:n1 lives (khofs decode --json, integers as numbers)"
+read -r n1 n1_size < <(khofs decode --json | python3 -c \
+    'import json, sys; n1 = json.load(sys.stdin)["reserve_mem"][0]; print(n1["start"], n1["size"])')
 printf 'n1 at %#x, %d MiB\n' "$n1" $((n1_size >> 20))
 mem=/dev/mem; [ -c $mem ] || mem=$KHOFS_ROOT/dev/mem   # no /dev/mem to bind over in a container
 head -c "$n1_size" /dev/urandom > "$work/pattern"
@@ -42,3 +38,9 @@ dmesg | grep -E "KHO|Revived|test_kho"
 step "n1 after the kexec"
 dd if=$mem bs=1M skip=$((n1 >> 20)) count=$((n1_size >> 20)) status=none | cmp - "$work/pattern" \
     && echo "n1 holds the same $((n1_size >> 20)) MiB: the memory survived the kexec"
+step "the KHO sanitizer's findings (khofs/kho_sanitizer; none on a clean hand-over)"
+sanitizer=$KHOFS_ROOT/khofs/kho_sanitizer
+if [ -e "$sanitizer" ]; then echo "$(wc -l < "$sanitizer") findings"; cat "$sanitizer"; fi
+
+step "khofs memmap --before-after: the old kernel's map (from the hand-over) beside the new one's"
+khofs memmap --before-after ${KHOFS_MEMMAP_SVG:+--svg "$KHOFS_MEMMAP_SVG"}

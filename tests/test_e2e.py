@@ -1,5 +1,6 @@
 """The whole KHO workflow through `khofs run`, at the real absolute paths, in a real bash."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,14 +10,16 @@ from test_fs_harness import KHO_CMDLINE, REPO, host_binds
 WORKFLOW = REPO / "scripts" / "kho-workflow.sh"
 
 
-def test_the_demo_workflow_in_a_private_namespace() -> None:
+def test_the_demo_workflow_in_a_private_namespace(tmp_path: Path) -> None:
     """The README's demo script, on a scrubbing machine: only truly preserved memory survives."""
     before = host_binds()
     bindir = str(Path(sys.executable).parent)          # where `khofs` is installed
-    r = subprocess.run([sys.executable, "-m", "khofs.cli", "run", "--scrub", "--test-kho",
+    svg = tmp_path / "memmap.svg"
+    r = subprocess.run([sys.executable, "-m", "khofs.cli", "run", "--scrub", "--test-kho", "--kho-sanitizer",
                         "--cmdline", KHO_CMDLINE, "--", "bash", str(WORKFLOW)],
                        capture_output=True, text=True, timeout=300,
-                       env={"PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO)})
+                       env={"PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO),
+                            "KHOFS_MEMMAP_SVG": str(svg)})
     libfuse_noise = "Ignoring invalid max threads value 4294967295 > max (100000).\n"   # libfuse#1003
     assert (r.returncode, r.stderr.replace(libfuse_noise, "")) == (0, ""), r.stderr
     out = r.stdout
@@ -25,9 +28,17 @@ def test_the_demo_workflow_in_a_private_namespace() -> None:
     assert "n1 holds the same 64 MiB: the memory survived the kexec\n" in out
     assert "] Revived memory reservation 'n1' from KHO\n" in out
     assert "] test_kho: KHO restore succeeded\n" in out
-    # The kexec'd kernel's in/fdt decompiles to the tree the old kernel's out/fdt showed.
-    trees = out.split("/dts-v1/;")
-    assert trees[1] == trees[3].split("[")[0], "in/fdt differs from out/fdt"
+    # The kexec'd kernel's in/fdt decompiles to the tree the old kernel's out/fdt showed;
+    # khofs decode shows that tree with its u64s as addresses and the sub-FDTs followed.
+    trees = re.findall(r"^/dts-v1/;\n\n/ \{\n.*?^\};\n", out, re.M | re.S)
+    dtc = [t for t in trees if "/bits/ 64" not in t]
+    assert len(trees) == 3 and dtc[0] == dtc[1], "in/fdt differs from out/fdt"
+    assert "\t\t\t\tstart = /bits/ 64 <0x278000000>;\t// u64 LE\n" in trees[1]
+    assert "\n0x0000000278000000-0x000000027bffffff  64 MiB\n" in out          # a preserved range, merged
+    assert "\n0 findings\n" in out
+    assert "# previous kernel (from the hand-over)" in out and "\n# this kernel" in out
+    assert "  0x0000000278000000-0x000000027bffffff      64 MiB  reserve_mem n1\n" in out
+    assert svg.read_text().startswith("<svg")
     assert host_binds() == before
 
 
