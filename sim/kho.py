@@ -24,7 +24,7 @@ from sim.memblock import (
     MEMBLOCK_RSRV_NOINIT,
     NUMA_NO_NODE,
 )
-from sim.page_alloc import Folio
+from sim.page_alloc import Folio, pageblock_nr_pages
 from sim.panic import warn
 from sim.sizes import (
     CMA_MIN_ALIGNMENT_BYTES,
@@ -32,6 +32,7 @@ from sim.sizes import (
     PAGE_SHIFT,
     PAGE_SIZE,
     PFN_DOWN,
+    PFN_PHYS,
     PFN_UP,
     PHYS_PFN,
     SZ_64K,
@@ -609,7 +610,16 @@ class KexecHandover:
                 self.k.printk.pr_err(f"KHO: failed exposing handover FDT in debugfs: {err}")
             return 0
         for area in self.kho_scratch:
-            start, end = PHYS_PFN(area.addr), PHYS_PFN(area.addr + area.size)
+            # init_cma_reserved_pageblock() per pageblock from the area's base: a size that is not
+            # a multiple of 2 MiB (explicit lowmem/global sizes are not rounded) frees the whole
+            # last pageblock, memory past the area included.
+            start = PHYS_PFN(area.addr)
+            end = start + round_up(area.size >> PAGE_SHIFT, pageblock_nr_pages)
+            if PFN_PHYS(end) > area.addr + area.size:
+                self.k.printk.pr_warn(
+                    f"KHO: scratch 0x{area.addr:x}+0x{area.size:x} ends inside a pageblock [khofs: Linux "
+                    f"frees whole pageblocks, so [0x{area.addr + area.size:x}-0x{PFN_PHYS(end):x}) goes "
+                    "to the page allocator too, reserved or not]")
             self.k.page_alloc.set_pageblock_migratetype_cma(start, end)
             self.k.page_alloc.free_pages_memory(start, end)
         return 0

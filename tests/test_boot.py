@@ -327,3 +327,22 @@ def test_test_kho_on_6_16_is_announced_as_a_backport(version: str, test_kho: boo
     assert (second == "[khofs: CONFIG_TEST_KEXEC_HANDOVER: lib/test_kho.c first appeared in 6.17 and "
                       "is backported into this 6.16 kernel]") == backport
     assert second.startswith("[khofs") == backport
+
+
+def test_scratch_not_a_multiple_of_2m_frees_its_whole_last_pageblock() -> None:
+    # kho_scratch= lowmem and global sizes are not rounded, but kho_init() hands scratch to the
+    # page allocator one pageblock (2 MiB) at a time from each area's base.  Top-down on 2 GiB:
+    # memmap [2G-32M, 2G), the array's page at 0x7dfff000, lowmem 3M at round_down(0x7dfff000 -
+    # 3M, 2M) = 0x7dc00000, global 5M under it at 0x7d600000, node0 4M at 0x7d200000.
+    k = Machine(mem="2G", nodes=1, cmdline="kho=on kho_scratch=3M,5M,4M").boot()
+    assert scratch(k) == [(0x7DC00000, 3 * M), (0x7D600000, 5 * M), (0x7D200000, 4 * M)]
+    text = k.dmesg()
+    assert ("KHO: scratch 0x7dc00000+0x300000 ends inside a pageblock [khofs: Linux frees whole "
+            "pageblocks, so [0x7df00000-0x7e000000) goes to the page allocator too, reserved or not]\n"
+            in text)
+    assert "KHO: scratch 0x7d600000+0x500000 ends inside a pageblock" in text
+    assert "KHO: scratch 0x7d200000" not in text
+    # The freed tail holds the scratch array itself: the next movable page allocation (the
+    # highest free page) takes the page kexec will copy the array from.
+    folio = k.page_alloc.alloc_pages(0, movable=True)
+    assert folio is not None and folio.phys == k.kho.kho_scratch_phys == 0x7DFFF000
