@@ -21,6 +21,7 @@ import argparse
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -314,6 +315,12 @@ def cmd_memmap(args: argparse.Namespace) -> int:
     return memmap(args.svg, args.json, args.before_after, sys.stdout)
 
 
+def cmd_memblock_tests(args: argparse.Namespace) -> int:
+    from khofs.memblock_tests import run
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)     # `| head` ends it quietly, as it ends ./main
+    return run(verbose=args.verbose, movable_node=args.movable_node)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="khofs", description="A simulated Linux 6.16 machine with KHO, "
                                 "its kernel files served through FUSE.")
@@ -365,6 +372,11 @@ def parser() -> argparse.ArgumentParser:
     mm.add_argument("--before-after", action="store_true",
                     help="the previous kernel's map (from the hand-over) beside this one's")
     mm.set_defaults(func=cmd_memmap)
+
+    t = sub.add_parser("memblock-tests", help="the ported tools/testing/memblock suite, as upstream's main")
+    t.add_argument("-v", "--verbose", action="store_true", help="one kselftest line per check")
+    t.add_argument("-m", "--movable-node", action="store_true", help="NUMA checks with movable_node")
+    t.set_defaults(func=cmd_memblock_tests)
 
     d = sub.add_parser("dmesg", help="print the kernel log of the machine at $KHOFS_ROOT")
     d.set_defaults(func=cmd_dmesg)
