@@ -9,7 +9,8 @@ The tree mirrors the paths a KHO workflow touches on a real box, so that
     proc/cmdline, proc/iomem      procfs text files
     dev/mem                       physical memory, offset = physical address
     khofs/syscall                 the control channel the `kexec` command calls through
-    khofs/dmesg                   the kernel log as dmesg prints it (for the dmesg shim)
+    khofs/dmesg                   the kernel log as dmesg prints it
+    khofs/kmsg                    the log as /dev/kmsg gives it after the last clear (the dmesg shim's)
 
 Everything here is translation: path to node, model errno to FUSE errno.  Kernel
 behaviour (what a write to `finalize` does, which errno it returns) lives in sim/.
@@ -35,6 +36,7 @@ from sim.physmem import PhysMem
 DEBUGFS_ROOT = "/sys/kernel/debug"
 SYSCALL_PATH = "/khofs/syscall"
 DMESG_PATH = "/khofs/dmesg"
+KMSG_PATH = "/khofs/kmsg"
 # The KHO sanitizer's findings, one line each, all generations; only on a machine that has one.
 SANITIZER_PATH = "/khofs/kho_sanitizer"
 DEV_MEM = "/dev/mem"
@@ -44,9 +46,9 @@ _DIRS: dict[str, list[str]] = {
     "/": ["sys", "proc", "dev", "khofs"],
     "/sys": ["kernel"],
     "/sys/kernel": ["debug", "kexec_loaded", "kexec_crash_loaded"],
-    "/proc": ["cmdline", "iomem"],
+    "/proc": ["cmdline", "iomem", "uptime"],
     "/dev": ["mem"],
-    "/khofs": ["syscall", "dmesg", "kho_sanitizer"],
+    "/khofs": ["syscall", "dmesg", "kmsg", "kho_sanitizer"],
 }
 
 # Fixed files and their permission bits on Linux (/dev/mem is crw-r----- root:kmem there).
@@ -55,13 +57,15 @@ _FILE_MODES: dict[str, int] = {
     "/sys/kernel/kexec_crash_loaded": 0o444,
     "/proc/cmdline": 0o444,
     "/proc/iomem": 0o444,
+    "/proc/uptime": 0o444,
     DEV_MEM: 0o640,
     SYSCALL_PATH: 0o600,
     DMESG_PATH: 0o444,
+    KMSG_PATH: 0o444,
     SANITIZER_PATH: 0o444,
 }
 _SYSFS_FILES = ("/sys/kernel/kexec_loaded", "/sys/kernel/kexec_crash_loaded")
-_PROC_FILES = ("/proc/cmdline", "/proc/iomem")
+_PROC_FILES = ("/proc/cmdline", "/proc/iomem", "/proc/uptime")
 
 _ACCMODE_WRITES = (0o1, 0o2)         # O_WRONLY, O_RDWR
 
@@ -76,6 +80,9 @@ class KernelLike(Protocol):
 
     def iomem(self) -> str: ...
     def dmesg(self) -> str: ...
+    def devkmsg(self) -> str: ...
+    def syslog(self, action: int) -> None: ...
+    def uptime(self) -> str: ...
     def kexec_file_load(self, kernel: bytes, initrd: bytes | None, cmdline: str, flags: int = 0) -> None: ...
 
 
@@ -188,8 +195,12 @@ class KhoFs(mfusepy.Operations):
             return k.cmdline.encode("utf-8", "surrogateescape") + b"\n"
         if path == "/proc/iomem":
             return k.iomem().encode()
+        if path == "/proc/uptime":
+            return k.uptime().encode()
         if path == DMESG_PATH:
             return k.dmesg().encode("utf-8", "surrogateescape")
+        if path == KMSG_PATH:
+            return k.devkmsg().encode()
         if path == SANITIZER_PATH and self._machine.kho_sanitizer is not None:
             return "".join(line + "\n" for line in self._machine.kho_sanitizer.log).encode()
         raise _err(errno.ENOENT)
@@ -422,6 +433,10 @@ class KhoFs(mfusepy.Operations):
                 raise OSError(errno.EINVAL, "malformed kexec_file_load request")
             initrd = None if ilen is None else payload[klen:]
             self._kernel.kexec_file_load(payload[:klen], initrd, cmdline, flags)
+        elif name == "syslog":
+            if not isinstance(call.get("type"), int):
+                raise OSError(errno.EINVAL, "malformed syslog request")
+            self._kernel.syslog(call["type"])
         elif name == "reboot":
             if call.get("cmd") != "kexec":
                 raise OSError(errno.EINVAL, "only LINUX_REBOOT_CMD_KEXEC is simulated")

@@ -38,7 +38,7 @@ from sim.memblock import (
 )
 from sim.module import DEVICE_INITCALL, LATE_INITCALL, KernelApi, Module
 from sim.page_alloc import PAGE_POISON, PageAllocator
-from sim.printk import LOGLEVEL_NOTICE, Printk
+from sim.printk import LOGLEVEL_NOTICE, SYSLOG_ACTION_CLEAR, Printk
 from sim.reserve_mem import ReserveMem
 from sim.sizes import (
     PAGE_ALIGN,
@@ -437,6 +437,21 @@ class Kernel:
 
     def dmesg(self) -> str:
         return self.printk.dmesg()
+
+    def devkmsg(self) -> str:
+        """/dev/kmsg's records from the last clear (what `dmesg` reads)."""
+        return self.printk.devkmsg()
+
+    def syslog(self, action: int) -> None:
+        """syslog(2) for the one action user space needs here (`dmesg -c`/`-C`); others EINVAL."""
+        if action != SYSLOG_ACTION_CLEAR:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        self.printk.syslog_clear()
+
+    def uptime(self) -> str:
+        """/proc/uptime: seconds since boot on the simulated clock (one idle CPU: idle = uptime)."""
+        centis = self.printk.clock_ns // 10_000_000
+        return f"{centis // 100}.{centis % 100:02d} {centis // 100}.{centis % 100:02d}\n"
 
     @property
     def cmdline(self) -> str:

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 # Console log levels (include/linux/kern_levels.h).
 LOGLEVEL_EMERG, LOGLEVEL_ALERT, LOGLEVEL_CRIT, LOGLEVEL_ERR = 0, 1, 2, 3
 LOGLEVEL_WARNING, LOGLEVEL_NOTICE, LOGLEVEL_INFO, LOGLEVEL_DEBUG = 4, 5, 6, 7
+# syslog(2) actions (include/linux/syslog.h) the simulator serves.
+SYSLOG_ACTION_CLEAR = 5
 
 
 @dataclass
@@ -23,6 +25,8 @@ class Printk:
     clock_ns: int = 0
     # pr_debug() is compiled out in a distribution kernel: kept, but not shown by dmesg().
     show_debug: bool = False
+    # The first record syslog(2) readers see: SYSLOG_ACTION_CLEAR moves it past the end.
+    clear_seq: int = 0
 
     def advance(self, ns: int) -> None:
         self.clock_ns += ns
@@ -42,6 +46,24 @@ class Printk:
 
     def pr_debug(self, text: str) -> None:
         self.log(text, LOGLEVEL_DEBUG)
+
+    def syslog_clear(self) -> None:
+        """SYSLOG_ACTION_CLEAR (`dmesg -C`): readers start after what is logged now."""
+        self.clear_seq = len(self.records)
+
+    def devkmsg(self) -> str:
+        """/dev/kmsg as a reader sees it after lseek(SEEK_DATA), i.e. from clear_seq: one
+        `level,seq,usec,-;text` line per record, bytes outside ' '..'~' and '\\' as \\xNN."""
+        out = []
+        for seq in range(self.clear_seq, len(self.records)):
+            r = self.records[seq]
+            if r.level == LOGLEVEL_DEBUG and not self.show_debug:
+                continue
+            text = "".join(c if " " <= c < "\x7f" and c != "\\" else
+                           "".join(f"\\x{b:02x}" for b in c.encode("utf-8", "surrogateescape"))
+                           for c in r.text)
+            out.append(f"{r.level},{seq},{r.ts_nsec // 1000},-;{text}\n")
+        return "".join(out)
 
     def dmesg(self) -> str:
         """The log as `dmesg` prints it: `[    5.123456] text` lines."""

@@ -165,4 +165,4 @@ def test_findings_are_served_under_khofs(tmp_path: Path) -> None:
     (tmp_path / "off").mkdir()
     with mounted(tmp_path / "off") as (m, mnt):
         assert not (mnt / "khofs/kho_sanitizer").exists()
-        assert sorted(p.name for p in (mnt / "khofs").iterdir()) == ["dmesg", "syscall"]
+        assert sorted(p.name for p in (mnt / "khofs").iterdir()) == ["dmesg", "kmsg", "syscall"]
