@@ -13,6 +13,8 @@ import re
 import pytest
 
 from sim.bootparam import E820_TYPE_RAM, E820_TYPE_RESERVED, E820Entry
+from sim.bzimage import make_bzimage
+from sim.kexec import KEXEC_FILE_NO_INITRAMFS
 from sim.machine import Machine, NumaMemblk, numa_memblks, q35_e820
 
 M = 1 << 20
@@ -346,3 +348,46 @@ def test_scratch_not_a_multiple_of_2m_frees_its_whole_last_pageblock() -> None:
     # highest free page) takes the page kexec will copy the array from.
     folio = k.page_alloc.alloc_pages(0, movable=True)
     assert folio is not None and folio.phys == k.kho.kho_scratch_phys == 0x7DFFF000
+
+
+def test_bios_regions_follow_the_bda_in_ram() -> None:
+    # reserve_bios_regions() reads the EBDA segment (0x40e) and base memory size (0x413) from
+    # RAM.  Move the EBDA to 512K before a kexec: the new kernel reserves [512K, 1M) early, so
+    # reserve_real_mode()'s trampoline (28K, top-down) lands right below it.
+    m = Machine(mem="2G", nodes=1)
+    k = m.boot()
+    assert lines(k, "memblock/reserved")[:3] == [
+        "   0: 0x0000000000000000..0x0000000000097fff    0 NONE",
+        "   1: 0x0000000000098000..0x000000000009efff    0 RSV_KERN",
+        "   2: 0x000000000009f000..0x00000000000fffff    0 NONE"]
+    m.physmem.write(0x40E, (0x80000 >> 4).to_bytes(2, "little"))
+    k.kexec_file_load(make_bzimage("6.16"), None, k.cmdline, KEXEC_FILE_NO_INITRAMFS)
+    k2 = m.kexec()
+    assert lines(k2, "memblock/reserved")[:3] == [
+        "   0: 0x0000000000000000..0x0000000000078fff    0 NONE",
+        "   1: 0x0000000000079000..0x000000000007ffff    0 RSV_KERN",
+        "   2: 0x0000000000080000..0x00000000000fffff    0 NONE"]
+
+
+@pytest.mark.parametrize(("arg", "sizes", "report"), [
+    # No bounce buffer: lowmem = 2 * (32M kernel + 28K trampoline) -> 66M; global =
+    # 2 * (160M + 28K) - 66M -> 256M; the report finds no pool.
+    ("swiotlb=noforce", [66 * M, 256 * M, 194 * M, 128 * M], "software IO TLB: No low mem"),
+    # 8192 slabs of 2K = 16M and 8192 * 24 bytes = 192K of slots: lowmem = 2 * (48M + 28K) -> 98M;
+    # global = 2 * (176M + 220K + 16) - 98M -> 256M.
+    ("swiotlb=8192", [98 * M, 256 * M, 194 * M, 128 * M],
+     "software IO TLB: mapped [mem 0x000000007f000000-0x0000000080000000] (16MB)"),
+])
+def test_swiotlb_parameter_resizes_lowmem_scratch(arg: str, sizes: list[int], report: str) -> None:
+    k = Machine(mem="8G", nodes=2, cmdline=f"kho=on {arg}").boot()
+    assert [size for _, size in scratch(k)] == sizes
+    assert f"] {report}\n" in k.dmesg()
+
+
+def test_bare_swiotlb_is_ignored_with_a_khofs_line() -> None:
+    # setup_io_tlb_npages(NULL) dereferences NULL in Linux; the simulator says so and goes on.
+    text = Machine(mem="8G", nodes=2, cmdline="swiotlb").boot().dmesg()
+    assert ("] swiotlb: no value [khofs: Linux 6.16 dereferences NULL in setup_io_tlb_npages and "
+            "crashes; ignored]\n") in text
+    assert "Malformed early option" not in text
+    assert "(64MB)" in text
