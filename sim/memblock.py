@@ -459,12 +459,14 @@ class Memblock:
     def _merge_noinit_batch(self, t: MemblockType, batch: list[tuple[int, int]]) -> bool:
         """Insert sorted RSRV_NOINIT ranges that touch nothing they overlap; False if one does."""
         rgn = t._rgn
+        starts = [r.base for r in rgn]
+        ends = [r.base + r.size for r in rgn]
         prev_end = 0
         for base, size in batch:
             if base < prev_end or not 0 < size <= PHYS_ADDR_MAX - base:
                 return False
-            idx = _first_ending_after(rgn, base)
-            if idx < len(rgn) and rgn[idx].base < base + size:
+            idx = bisect_right(ends, base)
+            if idx < len(rgn) and starts[idx] < base + size:
                 return False
             prev_end = base + size
         nid = self._node(NUMA_NO_NODE)
@@ -472,7 +474,7 @@ class Memblock:
         out: list[MemblockRegion] = []
         pos = 0
         for base, size in batch:
-            idx = _first_starting_after(rgn, base)
+            idx = bisect_right(starts, base, pos)
             out += rgn[pos:idx]
             pos = idx
             last = out[-1] if out else None
@@ -595,6 +597,7 @@ class Memblock:
         """__next_mem_range(): type_a minus type_b, one piece never spanning two type_a regions."""
         ra = type_a._rgn
         idx_a = idx_b = 0
+        jumped = -1
         while idx_a < len(ra):
             m = ra[idx_a]
             m_start, m_end = m.base, m.base + m.size
@@ -606,7 +609,8 @@ class Memblock:
                 idx_a += 1
                 continue
             rb = type_b._rgn
-            idx_b = max(idx_b, _first_starting_after(rb, m_start))
+            if jumped != idx_a:
+                idx_b, jumped = max(idx_b, _first_starting_after(rb, m_start)), idx_a
             advanced = False
             while idx_b < len(rb) + 1:
                 r_start = rb[idx_b - 1].base + rb[idx_b - 1].size if idx_b else 0
@@ -632,6 +636,7 @@ class Memblock:
         ra = type_a._rgn
         idx_a = len(ra) - 1
         idx_b = len(type_b._rgn) if type_b is not None else 0
+        jumped = -1
         while idx_a >= 0:
             m = ra[idx_a]
             m_start, m_end = m.base, m.base + m.size
@@ -643,7 +648,8 @@ class Memblock:
                 idx_a -= 1
                 continue
             rb = type_b._rgn
-            idx_b = min(idx_b, _first_ending_at_or_after(rb, m_end))
+            if jumped != idx_a:
+                idx_b, jumped = min(idx_b, _first_ending_at_or_after(rb, m_end)), idx_a
             advanced = False
             while idx_b >= 0:
                 r_start = rb[idx_b - 1].base + rb[idx_b - 1].size if idx_b else 0

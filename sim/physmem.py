@@ -7,7 +7,7 @@ not depend on its length.  Memory that was never written nor filled reads 0.
 """
 
 import struct
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 
 from sim.sizes import PAGE_SHIFT, PAGE_SIZE
 
@@ -20,6 +20,7 @@ class PhysMem:
             raise ValueError(f"physical memory size must be positive, not {size:#x}")
         self.size = size
         self._pages: dict[int, bytearray] = {}
+        self._pfns: list[int] = []            # the keys of _pages, sorted: ranges find theirs by bisect
         # Non-overlapping runs [start, end) of one byte value, sorted; absent = 0x00.
         self._run_start: list[int] = []
         self._run_end: list[int] = []
@@ -42,10 +43,13 @@ class PhysMem:
         while i < len(self._run_start) and self._run_start[i] < end:
             a = max(self._run_start[i], start)
             b = min(self._run_end[i], end)
-            if self._run_value[i]:
-                out[a - start:b - start] = bytes([self._run_value[i]]) * (b - a)
+            out[a - start:b - start] = bytes((self._run_value[i],)) * (b - a)
             i += 1
         return out
+
+    def _materialized_in(self, first: int, last: int) -> list[int]:
+        """Materialised pfns in [first, last], found by bisect rather than by visiting pages."""
+        return self._pfns[bisect_left(self._pfns, first):bisect_right(self._pfns, last)]
 
     def _page(self, pfn: int) -> bytearray:
         page = self._pages.get(pfn)
@@ -53,25 +57,25 @@ class PhysMem:
             base = pfn << PAGE_SHIFT
             page = self._synthesize(base, base + PAGE_SIZE)
             self._pages[pfn] = page
+            insort(self._pfns, pfn)
         return page
 
     def read(self, phys: int, n: int) -> bytes:
+        """One buffer laid from the fill runs, then the materialised pages inside it copied over."""
         self._check(phys, n)
-        out = bytearray()
-        pos, end = phys, phys + n
-        while pos < end:
-            pfn = pos >> PAGE_SHIFT
-            chunk_end = min(end, (pfn + 1) << PAGE_SHIFT)
-            page = self._pages.get(pfn)
-            if page is None:
-                # Coalesce the run of unmaterialised pages into one synthesis.
-                while chunk_end < end and (chunk_end >> PAGE_SHIFT) not in self._pages:
-                    chunk_end = min(end, chunk_end + PAGE_SIZE)
-                out += self._synthesize(pos, chunk_end)
-            else:
-                off = pos & (PAGE_SIZE - 1)
-                out += page[off:off + chunk_end - pos]
-            pos = chunk_end
+        if not n:
+            return b""
+        end = phys + n
+        first = phys >> PAGE_SHIFT
+        page = self._pages.get(first)
+        if page is not None and end <= (first + 1) << PAGE_SHIFT:
+            off = phys & (PAGE_SIZE - 1)
+            return bytes(page[off:off + n])
+        out = self._synthesize(phys, end)
+        for pfn in self._materialized_in(first, (end - 1) >> PAGE_SHIFT):
+            base = pfn << PAGE_SHIFT
+            a, b = max(phys, base), min(end, base + PAGE_SIZE)
+            out[a - phys:b - phys] = self._pages[pfn][a - base:b - base]
         return bytes(out)
 
     def write(self, phys: int, data: bytes) -> None:
@@ -94,35 +98,45 @@ class PhysMem:
             return
         end = phys + n
         self._set_run(phys, end, value)
-        first, last = phys >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
-        if last - first + 1 <= len(self._pages):
-            touched = [p for p in range(first, last + 1) if p in self._pages]
-        else:
-            touched = [p for p in self._pages if first <= p <= last]
-        for pfn in touched:
+        for pfn in self._materialized_in(phys >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT):
             base = pfn << PAGE_SHIFT
             if phys <= base and base + PAGE_SIZE <= end:
                 del self._pages[pfn]          # the run now says it all
+                del self._pfns[bisect_left(self._pfns, pfn)]
             else:
                 a, b = max(phys, base), min(end, base + PAGE_SIZE)
-                self._pages[pfn][a - base:b - base] = bytes([value]) * (b - a)
+                self._pages[pfn][a - base:b - base] = bytes((value,)) * (b - a)
 
     def _set_run(self, start: int, end: int, value: int) -> None:
-        i = bisect_right(self._run_end, start)
-        j = bisect_left(self._run_start, end)
+        """Make [start, end) one run of value, joined with neighbouring runs of the same value,
+        so that poisoning every free range between a million preserved folios stays one run."""
+        i = bisect_left(self._run_end, start)     # the first run ending at or after start
+        if (i < len(self._run_start) and self._run_start[i] <= start and end <= self._run_end[i]
+                and self._run_value[i] == value):
+            return                                # already so: a scrub of poisoned memory
+        j = bisect_right(self._run_start, end)    # the first run starting after end
         starts, ends, values = [], [], []
         if i < j and self._run_start[i] < start:
-            starts.append(self._run_start[i])
-            ends.append(start)
-            values.append(self._run_value[i])
+            if self._run_value[i] == value:
+                start = self._run_start[i]
+            else:
+                starts.append(self._run_start[i])
+                ends.append(start)
+                values.append(self._run_value[i])
+        tail = None
+        if i < j and self._run_end[j - 1] > end:
+            if self._run_value[j - 1] == value:
+                end = self._run_end[j - 1]
+            else:
+                tail = (end, self._run_end[j - 1], self._run_value[j - 1])
         if value:
             starts.append(start)
             ends.append(end)
             values.append(value)
-        if i < j and self._run_end[j - 1] > end:
-            starts.append(end)
-            ends.append(self._run_end[j - 1])
-            values.append(self._run_value[j - 1])
+        if tail is not None:
+            starts.append(tail[0])
+            ends.append(tail[1])
+            values.append(tail[2])
         self._run_start[i:j] = starts
         self._run_end[i:j] = ends
         self._run_value[i:j] = values
