@@ -187,8 +187,8 @@ def kho_mem_chunks_checked(read: Callable[[int, int], bytes], first: int, preser
 
 def _unpack_scratch(raw: bytes) -> list[KhoScratch]:
     """A struct kho_scratch[] as it lies in RAM, whole entries only."""
-    return [KhoScratch(*struct.unpack_from("<QQ", raw, off))
-            for off in range(0, len(raw) - KHO_SCRATCH_SIZE + 1, KHO_SCRATCH_SIZE)]
+    whole = len(raw) - len(raw) % KHO_SCRATCH_SIZE
+    return [KhoScratch(addr, size) for addr, size in struct.iter_unpack("<QQ", raw[:whole])]
 
 
 class KexecHandover:

@@ -866,18 +866,8 @@ class Memblock:
 
     def search(self, type: MemblockType, addr: int) -> int:
         """memblock_search(): binary search for the region holding addr, -1 if none."""
-        left, right = 0, type.cnt
-        while True:
-            mid = (left + right) // 2
-            r = type.regions[mid]
-            if addr < r.base:
-                right = mid
-            elif addr >= r.base + r.size:
-                left = mid + 1
-            else:
-                return mid
-            if left >= right:
-                return -1
+        i = _first_ending_after(type._rgn, addr)
+        return i if i < len(type._rgn) and type._rgn[i].base <= addr else -1
 
     def is_reserved(self, addr: int) -> bool:
         return self.search(self.reserved, addr) != -1
