@@ -7,7 +7,7 @@ Fixtures:
 Assertions (import them from khofs.pytest_plugin):
     assert_kho_revived(machine, phys, data)   the bytes are back at phys, preserved by KHO
     assert_no_kho_findings(machine)           no khofs diagnostic (loss check, sanitizer) logged
-Options (group "khofs"): --khofs-kernel-version, --khofs-scrub.  Marker: fuse.
+Options (group "khofs"): --khofs-kernel-version, --khofs-scrub, --khofs-kho-sanitizer.  Marker: fuse.
 
 Importing this module costs nothing but pytest: sim is imported inside the fixtures.
 """
@@ -31,6 +31,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="kernel version kho_machine boots unless a test says (6.16, 6.17, 6.18)")
     group.addoption("--khofs-scrub", action="store_true",
                     help="kho_machine poisons memory a kernel did not preserve unless a test says")
+    group.addoption("--khofs-kho-sanitizer", action="store_true",
+                    help="kho_machine runs the KHO sanitizer unless a test says")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,13 +43,14 @@ def pytest_configure(config: pytest.Config) -> None:
 def kho_machine(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """A factory: kho_machine(mem="8G", cmdline="kho=on", modules=[...], ...) boots and returns a Machine.
 
-    Keywords are Machine's; kernel_version and scrub default to --khofs-kernel-version and
-    --khofs-scrub."""
+    Keywords are Machine's; kernel_version, scrub and kho_sanitizer default to
+    --khofs-kernel-version, --khofs-scrub and --khofs-kho-sanitizer."""
     from sim.machine import Machine
 
     def boot(**kwargs: Any) -> Any:
         kwargs.setdefault("kernel_version", request.config.getoption("khofs_kernel_version"))
         kwargs.setdefault("scrub", request.config.getoption("khofs_scrub"))
+        kwargs.setdefault("kho_sanitizer", request.config.getoption("khofs_kho_sanitizer"))
         machine = Machine(**kwargs)
         machine.boot()
         return machine
@@ -121,7 +124,8 @@ def assert_kho_revived(machine: Any, phys: int, data: bytes) -> None:
 
 
 def assert_no_kho_findings(machine: Any) -> None:
-    """No warning or error of the simulator's own (lines naming khofs) in the running kernel's log."""
+    """No warning or error of the simulator's own (lines naming khofs: the loss check, the KHO
+    sanitizer, a module's oops) in the running kernel's log."""
     from sim.printk import LOGLEVEL_WARNING
 
     findings = [r.text for r in machine.kernel.printk.records

@@ -489,6 +489,11 @@ class Kernel:
         return self.kexec.kexec_crash_loaded
 
     def kexec_file_load(self, kernel: bytes, initrd: bytes | None, cmdline: str, flags: int = 0) -> None:
+        """kexec_file_load(2): load the image (bytes of a bzImage) for `machine.kexec()`.
+
+        initrd None is initrd_fd -1 and needs KEXEC_FILE_NO_INITRAMFS in flags; cmdline is the new
+        kernel's whole command line (kexec's --reuse-cmdline passes self.cmdline); flags are the
+        KEXEC_FILE_* bits (sim.kexec_handover).  Errors raise OSError with the syscall's errno."""
         self.printk.advance(1_000_000)
         self.kexec.kexec_file_load(kernel, initrd, cmdline, flags)
 

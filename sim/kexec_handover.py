@@ -41,14 +41,19 @@ VERSIONS
     fails a module's link.  ``kernel.kernel_version`` tells a module which it runs on.
 
 KEXEC
-    ``Kernel.kexec_file_load(kernel, initrd, cmdline, flags)`` takes the KEXEC_FILE_* flags
-    below; ``Machine.kexec()`` then reboots into the loaded image.
+    ``make_bzimage(kernel_version, cmdline=...)`` builds an image of the simulated kernel;
+    ``machine.kernel.kexec_file_load(image, initrd, cmdline, flags)`` loads it with the
+    KEXEC_FILE_* flags below (KEXEC_FILE_NO_INITRAMFS when initrd is None) and
+    ``machine.kexec()`` reboots into it, returning the new kernel.  Finalize first
+    (``kernel.debugfs.write("kho/out/finalize", b"1\\n")``) for the hand-over; the pytest
+    plugin's ``kho_kexec(machine)`` does all three.
 
 Everything else in ``sim`` is internal and may change.
 """
 
 import struct
 
+from sim.bzimage import make_bzimage
 from sim.fdt import (
     FdtSw,
     fdt_for_each_subnode,
@@ -117,7 +122,8 @@ __all__ = [
     "fdt_node_check_compatible",
     "fdt_for_each_subnode",
     "fdt_get_name",
-    # uapi/linux/kexec.h
+    # kexec: an image to load, and uapi/linux/kexec.h
+    "make_bzimage",
     "KEXEC_FILE_UNLOAD",
     "KEXEC_FILE_ON_CRASH",
     "KEXEC_FILE_NO_INITRAMFS",

@@ -61,7 +61,9 @@ def test_the_module_runs_in_every_kernel_and_keeps_only_what_ram_holds(demo: Pat
     assert k0.debugfs.listdir("kho/out/sub_fdts") == ["demo"]
     first = k0.modules[0]
     k1 = kho_kexec(m)
-    assert k1.modules[0] is not first and vars(k1.modules[0]) != vars(first)
+    # A fresh namespace: the new kernel's init function is another object with other globals.
+    (old_init,), (new_init,) = first.initcalls["device"], k1.modules[0].initcalls["device"]
+    assert new_init is not old_init and new_init.__globals__ is not old_init.__globals__
     assert k1.debugfs.read("demo_journal") == b"boot 1\nboot 2\n"
     assert "] demo: restored boot count 1 and the journal at 0x" in k1.dmesg()
 
@@ -140,3 +142,21 @@ def test_the_plugin_options_are_in_their_group() -> None:
     r = subprocess.run([sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, timeout=60)
     assert "khofs: simulated KHO machines:\n  --khofs-kernel-version=V" in r.stdout
     assert "--khofs-scrub" in r.stdout
+
+
+@pytest.mark.fuse
+def test_the_plugin_mount_serves_the_modules_files_and_takes_kexec(kho_machine, khofs_mount,
+                                                                    demo: Path) -> None:
+    """khofs_mount: the module's debugfs file in the mount, a real kexec through it, its log in dmesg."""
+    m = kho_machine(cmdline="kho=on", scrub=True, modules=[str(demo / "demo_kho.py")])
+    root = khofs_mount(m)
+    assert (root / "sys/kernel/debug/demo_journal").read_text() == "boot 1\n"
+    env = {**environment(), "KHOFS_ROOT": str(root)}
+    script = ("echo 1 > $KHOFS_ROOT/sys/kernel/debug/kho/out/finalize && khofs mkimage Image && "
+              "khofs-kexec -l Image -s --reuse-cmdline && khofs-kexec -e && khofs dmesg | grep demo:")
+    r = subprocess.run(["bash", "-ec", script], cwd=demo, capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"\[ *\d+\.\d{6}\] demo: restored boot count 1 and the journal at 0x[0-9a-f]+\n",
+                        r.stdout)
+    assert (root / "sys/kernel/debug/demo_journal").read_text() == "boot 1\nboot 2\n"

@@ -1,0 +1,40 @@
+"""The README's quick start and library example, run as written."""
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
+LIBFUSE_NOISE = "Ignoring invalid max threads value 4294967295 > max (100000).\n"   # libfuse#1003
+
+
+def block(heading: str, lang: str) -> str:
+    section = README.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{lang}\n(.*?)```", section, re.S)[0]
+
+
+def test_quick_start_hands_the_tree_over(tmp_path: Path) -> None:
+    """Everything after set-up (the test's own venv is the set-up's): the in/fdt is the out/fdt."""
+    script = block("Quick start (fresh Debian, as root)", "sh")
+    setup, rest = script.split("khofs mkimage", 1)
+    assert setup.startswith("bash scripts/setup.sh") and "export PATH=$PWD/.venv/bin:$PATH" in setup
+    bindir = str(Path(sys.executable).parent)
+    r = subprocess.run(["bash", "-euc", "khofs mkimage" + rest], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"},
+                       timeout=120)
+    assert (r.returncode, r.stderr.replace(LIBFUSE_NOISE, "")) == (0, ""), r.stderr
+    trees = r.stdout.split("/dts-v1/;")
+    assert len(trees) == 3 and 'compatible = "kho-v1";' in trees[1]
+    assert trees[1] == trees[2]
+
+
+def test_library_example_revives_n1() -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block("The simulated machine as a library", "python"), "README.md", "exec"), {})
+    assert "] Revived memory reservation 'n1' from KHO\n" in out.getvalue()
