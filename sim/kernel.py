@@ -38,7 +38,7 @@ from sim.memblock import (
 )
 from sim.module import DEVICE_INITCALL, LATE_INITCALL, KernelApi, Module
 from sim.page_alloc import PAGE_POISON, PageAllocator
-from sim.printk import LOGLEVEL_NOTICE, SYSLOG_ACTION_CLEAR, Printk
+from sim.printk import LOGLEVEL_DEBUG, LOGLEVEL_NOTICE, SYSLOG_ACTION_CLEAR, Printk
 from sim.reserve_mem import ReserveMem
 from sim.sizes import (
     PAGE_ALIGN,
@@ -75,6 +75,9 @@ BIOS_EBDA_SEGMENT = 0x40E
 BIOS_RAM_SIZE_KB_PTR = 0x413
 BIOS_START_MIN = 0x20000
 BIOS_START_MAX = 0x9F000
+# asm/e820/types.h: the legacy ROM/video hole no RAM is believed in.
+BIOS_BEGIN = 0xA0000
+BIOS_END = 0x100000
 
 # real_mode_size_needed(): the page-aligned size of the realmode blob linked into the image.  It is
 # build-dependent; 0x7000 is what a memblock=debug log of a 6.6.36 x86_64 QEMU boot shows
@@ -305,19 +308,37 @@ class Kernel:
         self._e820_userdef = True
         if not limit:
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        self.e820__range_remove(limit, U64_MAX - limit, E820_TYPE_RAM)
+
+    def e820__range_remove(self, start: int, size: int, filter_type: int) -> None:
+        """Drop [start, start+size) of filter_type from the e820 table; logged at KERN_DEBUG."""
+        size = min(size, U64_MAX - start)
+        end = start + size
+        self.printk.log(f"e820: remove [mem {start:#010x}-{end - 1:#010x}] {e820_type_name(filter_type)}",
+                        LOGLEVEL_DEBUG)
         table = []
         for e in self.e820_table:
-            if e.type != E820_TYPE_RAM or e.addr + e.size <= limit:
+            e_end = e.addr + e.size
+            if e.type != filter_type or e_end <= start or e.addr >= end:
                 table.append(e)
-            elif e.addr < limit:
-                table.append(E820Entry(e.addr, limit - e.addr, e.type))
+                continue
+            if e.addr < start:
+                table.append(E820Entry(e.addr, start - e.addr, e.type))
+            if e_end > end:
+                table.append(E820Entry(end, e_end - end, e.type))
         self.e820_table = table
 
     def e820__finish_early_params(self) -> None:
         if self._e820_userdef:
             self.printk.pr_info("user-defined physical RAM map:")
             self.e820__print_table("user")
-        # trim_bios_range(): page 0 is BIOS data, never RAM for the kernel.
+        self.trim_bios_range()
+
+    def trim_bios_range(self) -> None:
+        """Page 0 is BIOS data, never RAM for the kernel; nor is the legacy [640K, 1M) hole."""
+        self.printk.log(f"e820: update [mem {0:#010x}-{PAGE_SIZE - 1:#010x}] "
+                        f"{e820_type_name(E820_TYPE_RAM)} ==> {e820_type_name(E820_TYPE_RESERVED)}",
+                        LOGLEVEL_DEBUG)
         table = []
         for e in self.e820_table:
             if e.type == E820_TYPE_RAM and e.addr < PAGE_SIZE:
@@ -327,6 +348,7 @@ class Kernel:
             else:
                 table.append(e)
         self.e820_table = table
+        self.e820__range_remove(BIOS_BEGIN, BIOS_END - BIOS_BEGIN, E820_TYPE_RAM)
 
     def e820__memblock_setup(self) -> None:
         mb = self.memblock

@@ -14,6 +14,7 @@ class LogRecord:
     ts_nsec: int
     level: int
     text: str
+    pr_debug: bool = False      # from pr_debug(), which a distribution kernel compiles out
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Printk:
     records: list[LogRecord] = field(default_factory=list)
     clock_ns: int = 0
     # pr_debug() is compiled out in a distribution kernel: kept, but not shown by dmesg().
+    # printk(KERN_DEBUG ...) is not: it is logged at debug level and shown.
     show_debug: bool = False
     # The first record syslog(2) readers see: SYSLOG_ACTION_CLEAR moves it past the end.
     clear_seq: int = 0
@@ -31,9 +33,9 @@ class Printk:
     def advance(self, ns: int) -> None:
         self.clock_ns += ns
 
-    def log(self, text: str, level: int = LOGLEVEL_INFO) -> None:
+    def log(self, text: str, level: int = LOGLEVEL_INFO, pr_debug: bool = False) -> None:
         for line in text.rstrip("\n").split("\n"):
-            self.records.append(LogRecord(self.clock_ns, level, line))
+            self.records.append(LogRecord(self.clock_ns, level, line, pr_debug))
 
     def pr_err(self, text: str) -> None:
         self.log(text, LOGLEVEL_ERR)
@@ -45,7 +47,7 @@ class Printk:
         self.log(text, LOGLEVEL_INFO)
 
     def pr_debug(self, text: str) -> None:
-        self.log(text, LOGLEVEL_DEBUG)
+        self.log(text, LOGLEVEL_DEBUG, pr_debug=True)
 
     def syslog_clear(self) -> None:
         """SYSLOG_ACTION_CLEAR (`dmesg -C`): readers start after what is logged now."""
@@ -57,7 +59,7 @@ class Printk:
         out = []
         for seq in range(self.clear_seq, len(self.records)):
             r = self.records[seq]
-            if r.level == LOGLEVEL_DEBUG and not self.show_debug:
+            if r.pr_debug and not self.show_debug:
                 continue
             text = "".join(c if " " <= c < "\x7f" and c != "\\" else
                            "".join(f"\\x{b:02x}" for b in c.encode("utf-8", "surrogateescape"))
@@ -69,7 +71,7 @@ class Printk:
         """The log as `dmesg` prints it: `[    5.123456] text` lines."""
         out = []
         for r in self.records:
-            if r.level == LOGLEVEL_DEBUG and not self.show_debug:
+            if r.pr_debug and not self.show_debug:
                 continue
             sec, nsec = divmod(r.ts_nsec, 1_000_000_000)
             out.append(f"[{sec:5d}.{nsec // 1000:06d}] {r.text}\n")

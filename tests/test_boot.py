@@ -75,6 +75,14 @@ def test_dmesg_format_and_first_lines(k8) -> None:
     assert all(re.fullmatch(r"\[ {0,4}\d+\.\d{6}\] .*", line) for line in text.splitlines())
 
 
+def test_trim_bios_range_is_logged_at_kern_debug(k8) -> None:
+    # printk(KERN_DEBUG ...), unlike pr_debug(), is in every kernel's log; %#010Lx prints 0x0.
+    records = [(r.level, r.text) for r in k8.printk.records if r.text.startswith("e820: ")]
+    assert records == [(7, "e820: update [mem 0x00000000-0x00000fff] usable ==> reserved"),
+                       (7, "e820: remove [mem 0x000a0000-0x000fffff] usable")]
+    assert "] e820: remove [mem 0x000a0000-0x000fffff] usable\n" in k8.dmesg()
+
+
 def test_memblock_memory_8g(k8) -> None:
     # Page 0 is BIOS data (trim_bios_range), the partial page at 0x9f000 is trimmed,
     # and nodes split the high RAM at 6 GiB.
@@ -226,6 +234,7 @@ def test_mem_removes_ram_above_that_address_and_prints_the_user_map() -> None:
     # so on q35 mem=3G drops all RAM above 4 GiB.
     k = Machine(mem="8G", nodes=2, cmdline="mem=3G").boot()
     text = k.dmesg()
+    assert "] e820: remove [mem 0xc0000000-0xfffffffffffffffe] usable\n" in text
     assert "user-defined physical RAM map:\n" in text
     assert "user: [mem 0x0000000000100000-0x000000007fffffff] usable\n" in text
     assert "user: [mem 0x0000000100000000" not in text

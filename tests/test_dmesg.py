@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from test_fs_harness import mounted
 
-from sim.printk import LOGLEVEL_DEBUG
-
 LOUD = '''
 from sim.kexec_handover import module_init
 
@@ -46,7 +44,7 @@ def util_linux(log: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def syslog_file(m, path: Path) -> Path:
     """The kernel's records as a syslog(2) buffer (`<level>[time] text`), util-linux's -F input."""
     lines = [f"<{r.level}>[{r.ts_nsec // 10**9:5d}.{r.ts_nsec % 10**9 // 1000:06d}] {r.text}\n"
-             for r in m.kernel.printk.records if r.level != LOGLEVEL_DEBUG]
+             for r in m.kernel.printk.records if not r.pr_debug]
     path.write_text("".join(lines))
     return path
 
@@ -81,7 +79,7 @@ def test_json(machine) -> None:
                    '         "msg": "loud: \\"quoted\\" \\\\ back, café, tab\\there"\n      }\n   ]\n}\n')
     decoded = json.loads(shim(mnt, "--json", "-x").stdout)["dmesg"]
     assert decoded[0] == {"fac": "kern", "pri": "notice", "time": 0.0, "msg": m.kernel.printk.records[0].text}
-    assert len(decoded) == sum(1 for r in m.kernel.printk.records if r.level != LOGLEVEL_DEBUG)
+    assert len(decoded) == sum(1 for r in m.kernel.printk.records if not r.pr_debug)
 
 
 def test_ctime(machine) -> None:
