@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape
 
 from khofs.decode import human_size, open_ram
 from khofs.kexec import DEFAULT_ROOT
-from sim.memmap import LAYERS, MemoryMap, handed_over_map, memory_map
+from sim.memmap import LAYERS, MapRange, MemoryMap, handed_over_map, memory_map
 
 # -- reading a mount --
 
@@ -56,6 +56,7 @@ _W, _LEFT, _RIGHT, _ROW, _GAP = 1400, 200, 70, 24, 4
 _FONT = 11
 _CHAR_W = 6.3                   # average width of an 11 px sans-serif character
 _MIN_W = 2.0                    # the narrowest a bar is drawn
+_MAX_BARS = 200                 # per lane (see _drawable)
 _PALETTE = {
     "System RAM": "#cfe8cf", "Reserved": "#9e9e9e", "hole": "#ffffff",
     "memory": "#a9c8ee", "memory KHO_SCRATCH": "#f5b971",
@@ -94,6 +95,24 @@ class LogAxis:
         return self.xs[i] + frac * (self.xs[i + 1] - self.xs[i])
 
 
+def _drawable(ranges: list[MapRange]) -> list[tuple[MapRange, int]]:
+    """At most _MAX_BARS bars per lane: the ranges split at their largest gaps, with their counts.
+
+    A million scattered preserved pages stay a million lines in the text and JSON; drawn
+    one by one they would squeeze the rest of the axis to nothing."""
+    ranges = sorted(ranges, key=lambda r: r.start)
+    if len(ranges) <= _MAX_BARS:
+        return [(r, 1) for r in ranges]
+    gaps = sorted(range(1, len(ranges)), key=lambda i: ranges[i].start - ranges[i - 1].end)
+    cuts = sorted(gaps[-(_MAX_BARS - 1):])
+    out = []
+    for a, b in zip([0, *cuts], [*cuts, len(ranges)], strict=True):
+        group = ranges[a:b]
+        label = group[0].label if b - a == 1 else f"{b - a} ranges"
+        out.append((MapRange(group[0].layer, group[0].start, max(r.end for r in group), label), b - a))
+    return out
+
+
 def _panel(parts: list[str], mm: MemoryMap, axis: LogAxis, y: float) -> float:
     parts.append(f'<text x="10" y="{y + 14}" class="panel">{escape(mm.title)}</text>')
     y += 22
@@ -105,10 +124,12 @@ def _panel(parts: list[str], mm: MemoryMap, axis: LogAxis, y: float) -> float:
                      f'{escape(name)}</text>')
         parts.append(f'<rect x="{_LEFT}" y="{y}" width="{_W - _LEFT - _RIGHT}" height="{_ROW}" '
                      'class="lane"/>')
-        for r in ranges:
+        for r, count in _drawable(ranges):
             x0, x1 = axis.x(r.start), axis.x(r.end)
             w = max(x1 - x0, _MIN_W)
             tip = f"{r.label}: {r.start:#x}-{r.end - 1:#x} ({human_size(r.size)})"
+            if count > 1:
+                tip += f": {count} ranges drawn as one"
             parts.append(f'<rect class="{name}" data-label="{escape(r.label)}" data-start="{r.start}" '
                          f'data-end="{r.end}" x="{x0:.2f}" y="{y + 2}" width="{w:.2f}" height="{_ROW - 4}" '
                          f'fill="{_colour(name, r.label)}"><title>{escape(tip)}</title></rect>')
@@ -152,7 +173,8 @@ def _legend(parts: list[str], y: float) -> float:
 
 def to_svg(maps: list[MemoryMap]) -> str:
     end = max(mm.end for mm in maps)
-    bounds = [0, end] + [p for mm in maps for r in mm.ranges for p in (r.start, r.end) if 0 <= p <= end]
+    bars = [r for mm in maps for name, _ in LAYERS for r, _ in _drawable(mm.layer(name))]
+    bounds = [0, end] + [p for r in bars for p in (r.start, r.end) if 0 <= p <= end]
     axis = LogAxis(bounds, _LEFT, _W - _LEFT - _RIGHT)
     parts: list[str] = []
     y = 40.0

@@ -29,10 +29,10 @@ def _mem(start: int, end: int) -> str:
     return f"[mem {start:#018x}-{end - 1:#018x}]"
 
 
-def _merge(blocks: set[tuple[int, int]]) -> PfnRanges:
-    """(pfn, order) blocks as merged pfn ranges."""
+def _merge(blocks: list[tuple[int, int]]) -> PfnRanges:
+    """(pfn, order) blocks as merged pfn ranges (added in address order: each add is an append)."""
     out = PfnRanges()
-    for pfn, order in blocks:
+    for pfn, order in sorted(blocks):
         out.add(pfn, pfn + (1 << order))
     return out
 
@@ -43,11 +43,45 @@ def _pfn_mem(s: int, e: int) -> str:
 
 @dataclass
 class _Truth:
-    """What one kernel preserved, as (pfn, order) blocks, and what it did to them afterwards."""
+    """What one kernel preserved, as pfns of naturally aligned blocks by order, and what it did after."""
 
-    blocks: set[tuple[int, int]] = field(default_factory=set)
-    ranges: PfnRanges = field(default_factory=PfnRanges)           # the blocks, merged
+    orders: dict[int, set[int]] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)               # reported in the next kernel
+    _ranges: PfnRanges | None = None                                # merged, built when first asked
+
+    @property
+    def blocks(self) -> set[tuple[int, int]]:
+        return {(pfn, order) for order, pfns in self.orders.items() for pfn in pfns}
+
+    @property
+    def ranges(self) -> PfnRanges:
+        if self._ranges is None:
+            self._ranges = _merge(list(self.blocks))
+        return self._ranges
+
+    def add(self, pfn: int, order: int) -> None:
+        self.orders.setdefault(order, set()).add(pfn)
+        self._ranges = None
+
+    def discard(self, pfn: int, order: int) -> None:
+        self.orders.get(order, set()).discard(pfn)
+        self._ranges = None
+
+    def hits(self, pfn: int, order: int) -> list[tuple[int, int]]:
+        """The preserved pfn ranges inside the block (pfn, order): set lookups, no scan of the truth.
+
+        A preserved block of order >= `order` overlapping it must contain it (natural alignment);
+        smaller ones are enumerated (at most 2**order lookups per order: page blocks are <= 10)."""
+        end = pfn + (1 << order)
+        found = []
+        for o, pfns in self.orders.items():
+            if o >= order:
+                head = pfn >> o << o
+                if head in pfns:
+                    found.append((pfn, end))
+            else:
+                found += [(sub, sub + (1 << o)) for sub in range(pfn, end, 1 << o) if sub in pfns]
+        return list(_merge([(s, (e - s).bit_length() - 1) for s, e in found]))
 
     def first_gap(self, start_pfn: int, end_pfn: int) -> int | None:
         """The first pfn of [start_pfn, end_pfn) not preserved, or None."""
@@ -71,18 +105,14 @@ class KhoSanitizer:
     # -- the running kernel's calls --
 
     def preserved(self, pfn: int, order: int) -> None:
-        self.current.blocks.add((pfn, order))
-        self.current.ranges.add(pfn, pfn + (1 << order))
+        self.current.add(pfn, order)
 
     def unpreserved(self, pfn: int, order: int) -> None:
-        if (pfn, order) in self.current.blocks:     # rare (error paths): rebuild the ranges
-            self.current.blocks.discard((pfn, order))
-            self.current.ranges = _merge(self.current.blocks)
+        self.current.discard(pfn, order)
 
     def aborted(self) -> None:
         """kho_abort frees the whole tracker: nothing stays preserved."""
-        self.current.blocks.clear()
-        self.current.ranges = PfnRanges()
+        self.current = _Truth(findings=self.current.findings)
 
     def page_freed(self, pfn: int, order: int) -> None:
         self._page_event(pfn, order, "freed to the page allocator")
@@ -91,7 +121,7 @@ class KhoSanitizer:
         self._page_event(pfn, order, "reallocated by the page allocator")
 
     def _page_event(self, pfn: int, order: int, what: str) -> None:
-        for hit in self.current.ranges.overlapping(pfn, pfn + (1 << order)):
+        for hit in self.current.hits(pfn, order) if self.current.orders else ():
             self.current.findings.append(
                 f"preserved memory {_pfn_mem(*hit)} {what} before the kexec: its next owner's bytes "
                 "reach the new kernel")

@@ -115,6 +115,24 @@ def test_svg_of_a_1_tib_8_node_machine_shows_every_node_scratch_area_and_1_mib_r
     assert float(svg.get("width")) == 1400 and "legend" in "".join(svg.itertext())
 
 
+def test_100k_scattered_ranges_are_drawn_as_at_most_200_bars_per_lane() -> None:
+    """Expect the text to keep every range but the SVG to coalesce them, leaving 1 MiB visible."""
+    mm = MemoryMap("scattered", 1 << 40)
+    mm.ranges = [MapRange("e820", 0, 1 << 40, "System RAM"),
+                 MapRange("reserve_mem", 1 << 39, (1 << 39) + (1 << 20), "tiny")]
+    mm.ranges += [MapRange("preserved", (1 << 30) + i * 8192, (1 << 30) + i * 8192 + 4096, "preserved")
+                  for i in range(100_000)]
+    svg = ET.fromstring(to_svg([mm]))
+    bars = [r for r in svg.iter(f"{SVG}rect") if r.get("class") == "preserved"]
+    assert len(bars) <= 200
+    assert sum(int(r.get("data-end")) - int(r.get("data-start")) for r in bars) >= 100_000 * 4096
+    tiny = next(r for r in svg.iter(f"{SVG}rect") if r.get("data-label") == "tiny")
+    assert float(tiny.get("width")) >= 8
+    out = io.StringIO()
+    to_text(out, mm)
+    assert out.getvalue().count("  preserved\n") == 100_000
+
+
 def hand_written_map() -> MemoryMap:
     mm = MemoryMap("a hand-written map", 0x280000000)
     mm.ranges = [MapRange("e820", 0, 0x80000000, "System RAM"),
