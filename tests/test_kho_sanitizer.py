@@ -6,7 +6,10 @@ Corruptions are made the way a buggy kernel or a hostile user would: by writing 
 chunk list is read back with kho_common's own walker) or by calling the KHO API.
 """
 
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,6 +165,9 @@ def test_findings_are_served_under_khofs(tmp_path: Path) -> None:
                             "was never preserved (from 0x100000000 on); its contents are lost\n")
         assert "kho_sanitizer" in subprocess.run(["ls", str(mnt / "khofs")], capture_output=True,
                                                  text=True).stdout
+        r = subprocess.run([sys.executable, "-m", "khofs.cli", "decode", "--json"], capture_output=True,
+                           text=True, env={**os.environ, "KHOFS_ROOT": str(mnt)}, timeout=60)
+        assert json.loads(r.stdout)["sanitizer_findings"] == 1
     (tmp_path / "off").mkdir()
     with mounted(tmp_path / "off") as (m, mnt):
         assert not (mnt / "khofs/kho_sanitizer").exists()
