@@ -1,5 +1,6 @@
 """The `khofs` command: its machine options, `attach` to a running `khofs mount`, and the shell."""
 
+import inspect
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 from test_fs_harness import host_binds
 
 from khofs import cli
+from sim.machine import Machine
 
 KHOFS = [sys.executable, "-m", "khofs.cli"]
 LIBFUSE_NOISE = "Ignoring invalid max threads value 4294967295 > max (100000).\n"   # libfuse#1003
@@ -28,14 +30,21 @@ def test_every_machine_option_reaches_the_machine(tmp_path: Path) -> None:
     assert m.kernel.load_addr + m.kernel.info.init_size == (16 + 48) << 20
     seeded = cli._boot(cli.parser().parse_args(["run", "--seed", "7", "--", "true"]))
     assert seeded.rng.random() == __import__("random").Random(7).random()
-    flags = {o.flag for o in cli.MACHINE_OPTIONS}
-    assert {"--seed", "--initrd", "--kernel-size", "--scrub"} <= flags
+    # Every keyword of Machine has its option.
+    keywords = set(inspect.signature(Machine).parameters)
+    assert {o.keyword for o in cli.MACHINE_OPTIONS} == keywords
+    assert {"--seed", "--initrd", "--kernel-size", "--scrub", "--module", "--kho-sanitizer"} <= \
+        {o.flag for o in cli.MACHINE_OPTIONS}
 
 
-def test_unreadable_initrd_is_one_line(tmp_path: Path) -> None:
+def test_unreadable_initrd_or_module_is_one_line(tmp_path: Path) -> None:
     r = subprocess.run([*KHOFS, "run", "--initrd", str(tmp_path / "none"), "--", "true"],
                        capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stderr) == (1, f"khofs: cannot read {tmp_path}/none: No such file or directory\n")
+    r = subprocess.run([*KHOFS, "run", "--module", str(tmp_path / "none.py"), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == \
+        (1, f"khofs: cannot read module {tmp_path}/none.py: No such file or directory\n")
 
 
 @pytest.fixture
@@ -43,8 +52,12 @@ def daemon(tmp_path: Path):
     """A `khofs mount` daemon, unmounted afterwards."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    r = subprocess.run([*KHOFS, "mount", str(mnt), "--cmdline", "kho=on reserve_mem=4m:4k:n1"],
-                       capture_output=True, text=True, timeout=60)
+    hello = tmp_path / "hello.py"
+    hello.write_text("from sim.kexec_handover import module_init\n\n@module_init\ndef hello_init(kernel):\n"
+                     "    kernel.debugfs_create_file('hello', 0o444, None,\n"
+                     "                               lambda: 'hello from a module\\n')\n")
+    r = subprocess.run([*KHOFS, "mount", str(mnt), "--cmdline", "kho=on reserve_mem=4m:4k:n1",
+                        "--module", str(hello)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     try:
         yield mnt
@@ -55,14 +68,15 @@ def daemon(tmp_path: Path):
 def test_attach_runs_the_seed_workflow_against_a_running_mount(daemon: Path) -> None:
     """finalize, `dtc .../out/fdt` at the real path, and kexec/dmesg shims, on the daemon's machine."""
     before = host_binds()
-    script = ("echo 1 > /sys/kernel/debug/kho/out/finalize && dtc -I dtb -O dts /sys/kernel/debug/kho/out/fdt"
+    script = ("echo 1 > /sys/kernel/debug/kho/out/finalize && dtc /sys/kernel/debug/kho/out/fdt"
+              " && cat /sys/kernel/debug/hello"
               " && cat /proc/cmdline && test \"$KHOFS_ROOT\" = " + str(daemon) +
               " && type -P kexec dmesg && dmesg | grep -c 'Linux version'")
     r = subprocess.run([*KHOFS, "attach", str(daemon), "--", "bash", "-c", script],
                        capture_output=True, text=True, timeout=120)
     assert (r.returncode, r.stderr.replace(LIBFUSE_NOISE, "")) == (0, ""), r.stderr
     assert 'compatible = "kho-v1";' in r.stdout and "memblock {" in r.stdout
-    assert "kho=on reserve_mem=4m:4k:n1\n" in r.stdout
+    assert "kho=on reserve_mem=4m:4k:n1\n" in r.stdout and "hello from a module\n" in r.stdout
     assert r.stdout.count("/khofs-bin-") == 2 and r.stdout.endswith("\n1\n")
     # The finalize happened on the daemon's machine: it is still finalized for the next attach.
     assert (daemon / "sys/kernel/debug/kho/out/finalize").read_text() == "1\n"

@@ -116,3 +116,36 @@ def test_the_new_kernel_version_comes_from_the_image_bytes() -> None:
                           "GNU ld (GNU Binutils for Debian) 2.44) #1 SMP PREEMPT_DYNAMIC "
                           "Sun Nov 30 00:00:00 UTC 2025")
     assert k1.dmesg().startswith("[    0.000000] ")
+
+
+STATEFUL_MODULE = '''
+from sim.kexec_handover import module_init
+
+SEEN = []                       # a module global: lives and dies with one kernel
+
+@module_init
+def stateful_init(kernel):
+    SEEN.append(kernel)
+    kernel.register_kho_notifier(lambda cmd, ser: 0)
+    kernel.pr_info(f"stateful: {len(SEEN)} kernel(s) seen")
+'''
+
+
+def test_a_user_module_starts_afresh_in_every_kernel(tmp_path) -> None:
+    """Machine(modules=...): the new kernel's module, its globals and its notifier reach nothing of
+    the old kernel, whose module instance kept a reference to it in a global."""
+    (tmp_path / "stateful.py").write_text(STATEFUL_MODULE)
+    m = Machine(cmdline="kho=on", modules=[tmp_path / "stateful.py"])
+    k0 = m.boot()
+    finalize(k0)
+    load(k0)
+    k1 = m.kexec()
+    assert "stateful: 1 kernel(s) seen" in log(k1) and "stateful: 1 kernel(s) seen" in log(k0)
+    (old_init,) = k0.modules[0].initcalls["device"]
+    (new_init,) = k1.modules[0].initcalls["device"]
+    parts = {**_old_parts(k0), "Module": k0.modules[0], "KernelApi": k0.modules[0].api,
+             "module globals": old_init.__globals__}
+    old = {id(v): name for name, v in parts.items() if v is not None}
+    for root in (k1, m, new_init.__globals__):
+        leaked = [old[i] for i in reachable(root) if i in old]
+        assert leaked == [], f"reachable from {type(root).__name__}: {leaked}"
