@@ -408,8 +408,8 @@ class Kernel:
     def arch_mm_preinit(self) -> None:
         """x86 pci_iommu_alloc(): swiotlb when RAM reaches above 4 GiB (q35 has no IOMMU by default)."""
         max_possible_pfn = PFN_DOWN(self.memblock.end_of_DRAM())
-        self.swiotlb.swiotlb_init(max_possible_pfn > MAX_DMA32_PFN, self.memblock, self.printk,
-                                  self.machine.nr_cpus)
+        self.swiotlb.swiotlb_init_remap(max_possible_pfn > MAX_DMA32_PFN, self.memblock, self.printk,
+                                        self.machine.nr_cpus)
         self.x86_swiotlb_enable = max_possible_pfn > MAX_DMA32_PFN
 
     def memblock_free_all(self) -> None:

@@ -62,8 +62,10 @@ class Swiotlb:
         elif p == "noforce":
             self.force_disable = True
 
-    def swiotlb_init(self, addressing_limit: bool, mb: Memblock, printk: Printk, nr_cpus: int) -> None:
-        """swiotlb_init_remap() without remap: the bounce buffer from low memory, then its slots."""
+    def swiotlb_init_remap(self, addressing_limit: bool, mb: Memblock, printk: Printk, nr_cpus: int) -> None:
+        """What swiotlb_init() runs (no remap): the bounce buffer from low memory, then its slots.
+
+        Named for the function that makes the memblock calls, as memblock=debug names it."""
         if not addressing_limit and not self.force_bounce:
             return
         if self.force_disable:

@@ -400,3 +400,14 @@ def test_bare_swiotlb_is_ignored_with_a_khofs_line() -> None:
             "crashes; ignored]\n") in text
     assert "Malformed early option" not in text
     assert "(64MB)" in text
+
+
+def test_memblock_debug_traces_the_trampoline_and_swiotlb() -> None:
+    # The request lines of a QEMU boot's memblock=debug log, with the simulator's +0x0/0x0 offsets.
+    text = Machine(mem="8G", nodes=2, cmdline="memblock=debug").boot().dmesg()
+    assert ("] memblock_phys_alloc_range: 28672 bytes align=0x1000 from=0x0000000000000000 "
+            "max_addr=0x0000000000100000 reserve_real_mode+0x0/0x0\n") in text
+    assert ("] memblock_alloc_try_nid: 67108864 bytes align=0x1000 nid=-1 from=0x0000000000000000 "
+            "max_addr=0x00000000ffffffff swiotlb_init_remap+0x0/0x0\n") in text
+    assert ("] memblock_alloc_try_nid: 786432 bytes align=0x1000 nid=-1 from=0x0000000000000000 "
+            "max_addr=0x0000000000000000 swiotlb_init_remap+0x0/0x0\n") in text
