@@ -69,6 +69,8 @@ SECTION_SIZE = SZ_128M
 STRUCT_PAGE_SIZE = 64
 MAX_DMA_ADDRESS = SZ_16M
 PMD_SIZE = SZ_2M
+# section_map_size(): the memmap of one section, PMD-aligned under SPARSEMEM_VMEMMAP.
+SECTION_MAP_SIZE = SECTION_SIZE // PAGE_SIZE * STRUCT_PAGE_SIZE
 
 # arch/x86/kernel/ebda.c: where the BIOS data area says the EBDA and base memory end.
 BIOS_EBDA_SEGMENT = 0x40E
@@ -387,18 +389,47 @@ class Kernel:
             mb.set_node(blk.start, blk.end - blk.start, mb.reserved, blk.nid)
 
     def sparse_init(self) -> None:
-        """The vmemmap: 2 MiB of struct pages per present 128 MiB section, on the section's node."""
-        mb = self.memblock
-        sections: dict[int, int] = {}
-        for start_pfn, end_pfn, nid in mb.for_each_mem_pfn_range(NUMA_NO_NODE):
+        """mm/sparse.c: one sparse_init_nid per run of present sections on one node, in section order.
+
+        A section's node is that of the first memory range reaching it (memory_present keeps the
+        first); the work is per memory range and per node, never per section.
+        """
+        runs: list[list[int]] = []          # [nid, last section, map_count]
+        for start_pfn, end_pfn, nid in self.memblock.for_each_mem_pfn_range(NUMA_NO_NODE):
             first = (start_pfn << PAGE_SHIFT) // SECTION_SIZE
             last = ((end_pfn << PAGE_SHIFT) - 1) // SECTION_SIZE
-            for sec in range(first, last + 1):
-                sections.setdefault(sec, nid)
-        size = SECTION_SIZE // PAGE_SIZE * STRUCT_PAGE_SIZE
-        for nid in self.online_nodes:
-            for _ in range(sum(1 for n in sections.values() if n == nid)):
-                mb.alloc_try_nid_raw(size, PMD_SIZE, MAX_DMA_ADDRESS, MEMBLOCK_ALLOC_ACCESSIBLE, nid)
+            if runs and runs[-1][1] >= first:
+                first = runs[-1][1] + 1
+            if first > last:
+                continue
+            if runs and runs[-1][0] == nid:
+                runs[-1][1] = last
+                runs[-1][2] += last - first + 1
+            else:
+                runs.append([nid, last, last - first + 1])
+        for nid, _last, map_count in runs:
+            self.sparse_init_nid(nid, map_count)
+
+    def sparse_init_nid(self, nid: int, map_count: int) -> None:
+        """sparse_buffer_init's one allocation for the node's whole memmap (2 MiB a section);
+        without it each section's vmemmap takes its 2 MiB alone, and the first that fails ends
+        the node as Linux reports it.  (x86's fallback to 4 KiB vmemmap pages, which only
+        matters when no 2 MiB block is left, is not modelled.)"""
+        if self.memmap_alloc(map_count * SECTION_MAP_SIZE, SECTION_MAP_SIZE, MAX_DMA_ADDRESS, nid):
+            return
+        for _ in range(map_count):
+            if not self.vmemmap_alloc_block(PMD_SIZE, nid):
+                self.printk.pr_err(f"sparse_init_nid: node[{nid}] memory map backing failed. "
+                                   "Some memory will not be available.")
+                return
+
+    def memmap_alloc(self, size: int, align: int, min_addr: int, nid: int) -> int:
+        """mm/mm_init.c memmap_alloc(..., exact_nid=true), the caller memblock=debug names."""
+        return self.memblock.alloc_exact_nid_raw(size, align, min_addr, MEMBLOCK_ALLOC_ACCESSIBLE, nid)
+
+    def vmemmap_alloc_block(self, size: int, nid: int) -> int:
+        """mm/sparse-vmemmap.c before slab: a naturally aligned block on (or near) the node."""
+        return self.memblock.alloc_try_nid_raw(size, size, MAX_DMA_ADDRESS, MEMBLOCK_ALLOC_ACCESSIBLE, nid)
 
     def mm_core_init(self) -> None:
         self.arch_mm_preinit()

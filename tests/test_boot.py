@@ -3,7 +3,7 @@
 The derivations follow the README's "The machine model": a QEMU q35 e820 map, NUMA nodes
 taking RAM in address order in equal shares, the kernel image at 16 MiB (32 MiB), the first
 64 KiB and the BIOS regions reserved, the real-mode trampoline (28 KiB, RSV_KERN) under them,
-a 64-byte struct page per page allocated per node per 128 MiB section from the top of the
+a 64-byte struct page per page, 2 MiB per 128 MiB section, in one block per node from the top of the
 node, swiotlb when RAM reaches above 4 GiB, then KHO's scratch: 200% of RSRV_KERN memory by
 default (kernel/kexec_handover.c scratch_size_update()), each size rounded up to 2 MiB.
 """
@@ -225,8 +225,9 @@ def test_memblock_debug_prints_the_configuration() -> None:
     text = k.dmesg()
     assert "] MEMBLOCK configuration:\n" in text
     assert "]  memory.cnt  = 0x2\n" in text
-    assert re.search(r"memblock_alloc_try_nid_raw: 2097152 bytes align=0x200000 nid=0 "
-                     r"from=0x0000000001000000 max_addr=0x0000000000000000 sparse_init\+0x0/0x0", text)
+    # sparse_buffer_init: the node's 16 sections' memmap in one allocation, through memmap_alloc.
+    assert re.search(r"memblock_alloc_exact_nid_raw: 33554432 bytes align=0x200000 nid=0 "
+                     r"from=0x0000000001000000 max_addr=0x0000000000000000 memmap_alloc\+0x0/0x0", text)
 
 
 def test_mem_removes_ram_above_that_address_and_prints_the_user_map() -> None:
@@ -411,3 +412,19 @@ def test_memblock_debug_traces_the_trampoline_and_swiotlb() -> None:
             "max_addr=0x00000000ffffffff swiotlb_init_remap+0x0/0x0\n") in text
     assert ("] memblock_alloc_try_nid: 786432 bytes align=0x1000 nid=-1 from=0x0000000000000000 "
             "max_addr=0x0000000000000000 swiotlb_init_remap+0x0/0x0\n") in text
+
+
+def test_a_memmap_that_fits_nowhere_is_reported_as_sparse_init_nid_does() -> None:
+    """A KHO boot allocates only from scratch; 4 MiB of per-node scratch cannot hold a node's 64 MiB
+    memmap, nor (after node 0 took what global scratch had) its 2 MiB blocks one by one.
+
+    Expect node 0's memmap to come from the 2 MiB fallback and node 1 to fail with Linux's line.
+    """
+    m = Machine(mem="8G", nodes=2, cmdline="kho=on kho_scratch=16M,96M,4M")
+    k = m.boot()
+    k.debugfs.write("kho/out/finalize", b"1")
+    k.kexec_file_load(make_bzimage("6.16"), None, k.cmdline, KEXEC_FILE_NO_INITRAMFS)
+    text = m.kexec().dmesg()
+    assert "sparse_init_nid: node[0]" not in text
+    assert re.search(r"\] sparse_init_nid: node\[1\] memory map backing failed. Some memory will not be "
+                     r"available.\n", text)
