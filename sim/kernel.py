@@ -95,10 +95,10 @@ _E820_NAMES = {1: "usable", 2: "reserved", 3: "ACPI data", 4: "ACPI NVS", 5: "un
 # by exact name (`name` or `name=...`), and by __setup prefix.
 _ACCEPTED_NAMES = tuple(kcmdline.EarlyParam(name, lambda _p: 0) for name in (
     "acpi", "apic", "crashkernel", "debug", "earlycon", "earlyprintk", "ignore_loglevel", "iommu",
-    "loglevel", "maxcpus", "mitigations", "noapic", "nokaslr", "nr_cpus", "nosmp", "pci", "quiet",
-    "ro", "rootwait", "rw"))
+    "loglevel", "maxcpus", "mitigations", "noapic", "nokaslr", "nr_cpus", "nosmp", "quiet", "ro",
+    "rootwait", "rw"))
 _ACCEPTED_PREFIXES = tuple(kcmdline.Setup(prefix, lambda _p: 1) for prefix in (
-    "console=", "hugepages=", "init=", "panic=", "rdinit=", "root=", "rootflags=", "rootfstype=",
+    "console=", "hugepages=", "init=", "panic=", "pci=", "rdinit=", "root=", "rootflags=", "rootfstype=",
     "transparent_hugepage="))
 
 
