@@ -94,9 +94,8 @@ _E820_NAMES = {1: "usable", 2: "reserved", 3: "ACPI data", 4: "ACPI NVS", 5: "un
 # without modelling what they do, so that they are neither reported as unknown nor given to init:
 # by exact name (`name` or `name=...`), and by __setup prefix.
 _ACCEPTED_NAMES = tuple(kcmdline.EarlyParam(name, lambda _p: 0) for name in (
-    "acpi", "apic", "crashkernel", "debug", "earlycon", "earlyprintk", "ignore_loglevel", "iommu",
-    "loglevel", "maxcpus", "mitigations", "noapic", "nokaslr", "nr_cpus", "nosmp", "quiet", "ro",
-    "rootwait", "rw"))
+    "acpi", "apic", "crashkernel", "debug", "earlycon", "earlyprintk", "ignore_loglevel", "loglevel",
+    "maxcpus", "mitigations", "noapic", "nokaslr", "nr_cpus", "nosmp", "quiet", "ro", "rootwait", "rw"))
 _ACCEPTED_PREFIXES = tuple(kcmdline.Setup(prefix, lambda _p: 1) for prefix in (
     "console=", "hugepages=", "init=", "panic=", "pci=", "rdinit=", "root=", "rootflags=", "rootfstype=",
     "transparent_hugepage="))
@@ -132,6 +131,7 @@ class Kernel:
         self.kexec = Kexec(self, get_random_bytes=machine.rng.randbytes)
         self.swiotlb = Swiotlb()
         self.x86_swiotlb_enable = False
+        self.no_iommu = False
         self.boot_command_line = ""
         self.saved_command_line = ""
         self.e820_table: list[E820Entry] = []
@@ -275,6 +275,7 @@ class Kernel:
             kcmdline.EarlyParam("kho_scratch", early(self.kho_parse_scratch_size)),
             kcmdline.EarlyParam("memblock", early(self.early_memblock)),
             kcmdline.EarlyParam("swiotlb", self.setup_io_tlb_npages),
+            kcmdline.EarlyParam("iommu", self.iommu_setup),
             kcmdline.Setup("reserve_mem=", self.reserve_mem.reserve_mem),
             *_ACCEPTED_NAMES, *_ACCEPTED_PREFIXES,
         ]
@@ -299,6 +300,24 @@ class Kernel:
                                 "setup_io_tlb_npages and crashes; ignored]")
             return 0
         self.swiotlb.setup_io_tlb_npages(p, self.printk)
+        return 0
+
+    def iommu_setup(self, p: str | None) -> int:
+        """early_param("iommu") (arch/x86/kernel/pci-dma.c): each comma-separated option is matched
+        by prefix; `off` and `soft` decide swiotlb, the rest tune IOMMUs the machine does not have."""
+        if p is None:
+            return -errno.EINVAL
+        while p:
+            if p.startswith("off"):
+                self.no_iommu = True
+            for ignored in ("forcesac", "allowdac", "nodac"):
+                if p.startswith(ignored):
+                    self.printk.pr_warn(f"{ignored} option ignored.")
+            if p.startswith("usedac"):
+                return 1                 # what makes Linux call the option malformed
+            if p.startswith("soft"):
+                self.x86_swiotlb_enable = True
+            p = p.partition(",")[2]
         return 0
 
     def early_memblock(self, p: str | None) -> None:
@@ -437,11 +456,12 @@ class Kernel:
         self.memblock_free_all()
 
     def arch_mm_preinit(self) -> None:
-        """x86 pci_iommu_alloc(): swiotlb when RAM reaches above 4 GiB (q35 has no IOMMU by default)."""
-        max_possible_pfn = PFN_DOWN(self.memblock.end_of_DRAM())
-        self.swiotlb.swiotlb_init_remap(max_possible_pfn > MAX_DMA32_PFN, self.memblock, self.printk,
+        """x86 pci_iommu_alloc(): swiotlb when RAM reaches above 4 GiB unless `iommu=off`, or when
+        `iommu=soft` asks for it (q35 has no IOMMU by default)."""
+        if not self.no_iommu and PFN_DOWN(self.memblock.end_of_DRAM()) > MAX_DMA32_PFN:
+            self.x86_swiotlb_enable = True          # pci_swiotlb_detect()
+        self.swiotlb.swiotlb_init_remap(self.x86_swiotlb_enable, self.memblock, self.printk,
                                         self.machine.nr_cpus)
-        self.x86_swiotlb_enable = max_possible_pfn > MAX_DMA32_PFN
 
     def memblock_free_all(self) -> None:
         """Hand every free range to the page allocator; scratch-only mode ends here."""

@@ -428,3 +428,24 @@ def test_a_memmap_that_fits_nowhere_is_reported_as_sparse_init_nid_does() -> Non
     assert "sparse_init_nid: node[0]" not in text
     assert re.search(r"\] sparse_init_nid: node\[1\] memory map backing failed. Some memory will not be "
                      r"available.\n", text)
+
+
+@pytest.mark.parametrize(("mem", "nodes", "arg", "sizes", "lines"), [
+    # iommu=off: pci_swiotlb_detect() leaves swiotlb off although RAM ends above 4G (as noforce).
+    ("8G", 2, "iommu=off", [66 * M, 256 * M, 194 * M, 128 * M], []),
+    # iommu=soft: swiotlb on a 2G machine.  Everything is low: 2 * (32M + 28K + 32M memmap + 64M
+    # + 768K + 16) -> 258M; global wraps to 0; node0 = 2 * (64M + 28K) -> 130M.
+    ("2G", 1, "iommu=soft", [258 * M, 0, 130 * M],
+     ["PCI-DMA: Using software bounce buffering for IO (SWIOTLB)"]),
+    # Prefix matching per comma-separated option; usedac returns 1, which Linux calls malformed.
+    ("2G", 1, "iommu=nodacx,usedac,off", [130 * M, 0, 130 * M],
+     ["nodac option ignored.", "Malformed early option 'iommu'"]),
+    ("2G", 1, "iommu", [130 * M, 0, 130 * M], ["Malformed early option 'iommu'"]),
+])
+def test_iommu_parameter_decides_swiotlb(mem: str, nodes: int, arg: str, sizes: list[int],
+                                         lines: list[str]) -> None:
+    k = Machine(mem=mem, nodes=nodes, cmdline=f"kho=on {arg}").boot()
+    assert [size for _, size in scratch(k)] == sizes
+    text = k.dmesg()
+    assert all(f"] {line}\n" in text for line in lines)
+    assert ("software IO TLB: mapped" in text) == ("iommu=soft" in arg)
