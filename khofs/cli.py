@@ -18,6 +18,7 @@ $KHOFS_ROOT/dev/mem there.
 """
 
 import argparse
+import ctypes
 import os
 import shlex
 import shutil
@@ -32,9 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from khofs.fs import SYSCALL_PATH, serve
-
-_IN_NAMESPACE = "KHOFS_IN_PRIVATE_MOUNT_NS"
 _MOUNT_WAIT_S = 10.0
 
 # What `khofs run` binds over the host's files: (path in the mount, path on the box).
@@ -99,6 +97,13 @@ def _machine_options(p: argparse.ArgumentParser) -> None:
         g.add_argument(option.flag, dest=option.keyword, **option.kwargs)
 
 
+def serve(machine: Any, mountpoint: str) -> None:
+    """khofs.fs.serve, imported when a machine is served: mfusepy is not needed before that
+    (nor in the process `run` re-executes from)."""
+    from khofs.fs import serve as fs_serve
+    fs_serve(machine, mountpoint)
+
+
 def _boot(args: argparse.Namespace) -> Any:
     from sim.machine import Machine  # late: `mkimage` and `umount` need no kernel
     machine = Machine(**{o.keyword: o.value(args) for o in MACHINE_OPTIONS})
@@ -113,7 +118,7 @@ def _wait_mounted(mountpoint: str, alive: Callable[[], bool]) -> None:
             raise CliError(f"cannot mount {mountpoint}: the FUSE server stopped")
         if time.monotonic() > deadline:
             raise CliError(f"cannot mount {mountpoint}: no mount after {_MOUNT_WAIT_S:.0f} s")
-        time.sleep(0.02)
+        time.sleep(0.002)
 
 
 def _fusermount_u(mountpoint: str) -> None:
@@ -178,25 +183,43 @@ def _shim_dir() -> str:
     with open(os.path.join(shims, "bashrc"), "w") as f:
         f.write(_BASHRC)
     pythonpath = str(Path(__file__).resolve().parent.parent)
-    for name, module in (("kexec", "khofs.kexec"), ("dmesg", "khofs.dmesg")):
+    # kexec needs only the standard library and khofs, so it skips site (-S): start-up is its cost.
+    for name, module, flags in (("kexec", "khofs.kexec", " -S"), ("dmesg", "khofs.dmesg", "")):
         path = os.path.join(shims, name)
         with open(path, "w") as f:
             f.write(f"#!/bin/sh\nPYTHONPATH={shlex.quote(pythonpath)}${{PYTHONPATH:+:$PYTHONPATH}} "
-                    f"exec {shlex.quote(sys.executable)} -m {module} \"$@\"\n")
+                    f"exec {shlex.quote(sys.executable)}{flags} -m {module} \"$@\"\n")
         os.chmod(path, 0o755)
     return shims
 
 
-def _in_private_namespace(argv: list[str]) -> None:
-    """Re-exec `khofs ...` in a private mount namespace; returns only if we are in one already."""
-    if os.environ.pop(_IN_NAMESPACE, None) == "1":
-        return
-    env = dict(os.environ, **{_IN_NAMESPACE: "1"})
-    command = ["unshare", "-m", "--propagation", "private", sys.executable, "-m", "khofs.cli", *argv]
-    try:
-        os.execvpe("unshare", command, env)
-    except OSError as e:
-        raise CliError(f"cannot run unshare: {e.strerror}") from None
+# unshare(2), mount(2) and umount2(2) called directly: re-executing under unshare(1) and a mount(8)
+# process per bind were most of `run`'s start-up.
+_MS_BIND = 0x1000
+_MS_REC = 0x4000
+_MS_PRIVATE = 0x40000
+_MNT_DETACH = 0x2
+_CLONE_NEWNS = 0x20000
+
+
+def _bind(source: str, target: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(source.encode(), target.encode(), None, ctypes.c_ulong(_MS_BIND), None) != 0:
+        raise CliError(f"cannot bind {target}: {os.strerror(ctypes.get_errno())}")
+
+
+def _detach(target: str) -> None:
+    """umount -l: the binds must let go of the FUSE mount before it is unmounted."""
+    ctypes.CDLL(None, use_errno=True).umount2(target.encode(), _MNT_DETACH)
+
+
+def _in_private_namespace() -> None:
+    """`unshare -m --propagation private` for this process itself, before any thread starts:
+    the binds and the mount then vanish with it, and no second Python has to start up."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if (libc.unshare(_CLONE_NEWNS) != 0
+            or libc.mount(b"none", b"/", None, ctypes.c_ulong(_MS_REC | _MS_PRIVATE), None) != 0):
+        raise CliError(f"cannot enter a private mount namespace: {os.strerror(ctypes.get_errno())}")
 
 
 def _enter(root: str, command: list[str] | None, cwd: str) -> int:
@@ -210,10 +233,7 @@ def _enter(root: str, command: list[str] | None, cwd: str) -> int:
         for inside, target in BINDS:
             if not os.path.exists(target):          # e.g. no /dev/mem in a container: use $KHOFS_ROOT/dev/mem
                 continue
-            done = subprocess.run(["mount", "--bind", os.path.join(root, inside), target],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                raise CliError(f"cannot bind {target}: {done.stderr.strip()}")
+            _bind(os.path.join(root, inside), target)
             bound.append(target)
         env = dict(os.environ, KHOFS_ROOT=root, PATH=f"{shims}:{os.environ.get('PATH', '')}")
         try:
@@ -223,13 +243,13 @@ def _enter(root: str, command: list[str] | None, cwd: str) -> int:
         return status if status >= 0 else 128 - status
     finally:
         for target in reversed(bound):
-            subprocess.run(["umount", "-l", target], capture_output=True)
+            _detach(target)
         shutil.rmtree(shims)
 
 
 def _run(args: argparse.Namespace, command: list[str] | None) -> int:
     """A fresh machine, served from a thread for as long as CMD runs."""
-    _in_private_namespace(args.argv)
+    _in_private_namespace()
     cwd = os.getcwd()                               # libfuse3's fuse_main moves the process to /
     machine = _boot(args)
     root = tempfile.mkdtemp(prefix="khofs-root-")
@@ -255,10 +275,11 @@ def _run(args: argparse.Namespace, command: list[str] | None) -> int:
 
 def _attach(args: argparse.Namespace, command: list[str] | None) -> int:
     """CMD against the machine an existing `khofs mount` serves, with the view `run` gives."""
+    from khofs.fs import SYSCALL_PATH
     root = os.path.abspath(args.attach)
     if not os.path.exists(os.path.join(root, SYSCALL_PATH.lstrip("/"))):
         raise CliError(f"attach: {args.attach} is not a khofs mount")
-    _in_private_namespace(args.argv)
+    _in_private_namespace()
     return _enter(root, command, os.getcwd())
 
 
@@ -375,7 +396,6 @@ def main(argv: list[str] | None = None) -> int:
         from khofs import dmesg
         return dmesg.main(argv[1:])
     args = parser().parse_args(argv)
-    args.argv = argv                                # `run` re-executes itself with these
     try:
         return int(args.func(args))
     except CliError as e:
