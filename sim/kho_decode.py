@@ -165,18 +165,28 @@ def merge_ranges(ranges: Iterator[tuple[int, int]] | list[tuple[int, int]]) -> l
     return out
 
 
-def guess_kernel_version(chunks: list[KhoMemChunk]) -> str | None:
-    """"6.16" when the list can only be 6.16/6.17's (512-byte bitmaps); None if undecidable.
+def guess_kernel_version(chunks: list[KhoMemChunk], read: Read) -> tuple[str, str]:
+    """The bitmap layout a chunk list was written with, and why.
 
-    6.18 bitmaps are whole pages and cover PAGE_SIZE * 8 blocks each: a bitmap that is not
-    page aligned, or a phys_start that is not a multiple of a 6.18 bitmap's span, is 6.16's.
+    6.18 bitmaps are whole pages covering PAGE_SIZE * 8 blocks: a bitmap that is not page
+    aligned, or a phys_start that is not a multiple of a 6.18 bitmap's span, is 6.16/6.17's
+    (512 bytes).  A page-aligned bitmap with bits set past its first 512 bytes is 6.18's.
+    Otherwise both layouts read the same blocks, and 6.16 is as good as 6.18.
     """
+    beyond = False
     for chunk in chunks:
         for phys_start, bitmap in chunk.bitmaps:
             span = kho_preserve_bits((6, 18)) << (chunk.order + PAGE_SHIFT)
             if bitmap % PAGE_SIZE or phys_start % span:
-                return "6.16"
-    return None
+                return "6.16", "6.16/6.17 layout (512-byte bitmaps) recognised"
+            if not beyond:
+                try:
+                    beyond = any(read(bitmap + 512, PAGE_SIZE - 512))
+                except (OSError, ValueError):
+                    pass
+    if beyond:
+        return "6.18", "6.18 layout (page-sized bitmaps) recognised"
+    return "6.16", "6.16 and 6.18 bitmap layouts read the same blocks here"
 
 
 class _Decoder:
@@ -374,10 +384,7 @@ def _guess_version(read: Read, first: int, ram_end: int | None) -> tuple[str, st
             chunks.append(chunk)
     except KhoMemMapError:
         pass
-    if guess_kernel_version(chunks):
-        return "6.16", "6.16/6.17 layout (512-byte bitmaps) recognised"
-    return "6.16", ("6.16/6.17 layout (512-byte bitmaps) assumed; "
-                    "pass --kernel-version 6.18 for page-sized ones")
+    return guess_kernel_version(chunks, read)
 
 
 def kho_decode(blob: bytes, read: Read | None = None, ram_end: int | None = None,

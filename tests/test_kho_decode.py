@@ -210,10 +210,17 @@ def test_decode_of_real_machine_layouts_built_with_pylibfdt(tmp_path: Path, caps
     assert [(f["phys"], f["order"]) for f in info["folios"]] == FOLIOS and test["phys"] == 0x101000
 
 
-def test_decode_guesses_616_from_the_blob_and_without_ram_says_what_it_skipped(tmp_path, capsys) -> None:
-    fdt, dump, first = write_handover(tmp_path, "6.16")
+@pytest.mark.parametrize("version", ["6.16", "6.18"])
+def test_decode_recognises_the_layout_from_the_list(tmp_path, capsys, version: str) -> None:
+    """Expect each layout named from the bitmaps alone, and the blocks the test encoded."""
+    fdt, dump, _ = write_handover(tmp_path, version)
     status, doc = decode_json(capsys, str(fdt), "--mem", str(dump))
-    assert (status, doc["kernel_version"], ranges_of(doc)) == (0, "6.16", expected_ranges())
+    assert (status, doc["kernel_version"], ranges_of(doc)) == (0, version, expected_ranges())
+    assert doc["notes"][0].startswith(version) and doc["notes"][0].endswith("recognised")
+
+
+def test_decode_without_ram_says_what_it_skipped(tmp_path, capsys) -> None:
+    fdt, dump, first = write_handover(tmp_path, "6.16")
     status, doc = decode_json(capsys, str(fdt))
     assert (status, doc["preserved_memory_map"], doc["problems"]) == (0, None, [])
     note = f"chunk list at 0x{first:x} not followed (no RAM: give --mem FILE or a mount)"
