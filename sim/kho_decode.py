@@ -26,7 +26,7 @@ from sim.kho import (
     kho_preserve_bits,
 )
 from sim.reserve_mem import MEMBLOCK_KHO_NODE_COMPATIBLE, RESERVE_MEM_KHO_NODE_COMPATIBLE
-from sim.sizes import PAGE_SHIFT, PAGE_SIZE
+from sim.sizes import MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE
 from sim.test_kho import KHO_TEST_COMPAT
 
 Read = Callable[[int, int], bytes]
@@ -46,7 +46,6 @@ _FDT_ERRORS = {1: "NOTFOUND", 2: "EXISTS", 3: "NOSPACE", 4: "BADOFFSET", 5: "BAD
                6: "BADPHANDLE", 7: "BADSTATE", 8: "TRUNCATED", 9: "BADMAGIC", 10: "BADVERSION",
                11: "BADSTRUCTURE", 12: "BADLAYOUT", 13: "INTERNAL", 14: "BADNCELLS", 15: "BADVALUE"}
 _MAX_DEPTH = 32                     # sub-FDTs pointing at sub-FDTs: stop a loop of pointers
-_VMALLOC_MAX_CHUNKS = 1 << 16
 
 
 def fdt_strerror(err: int) -> str:
@@ -293,7 +292,8 @@ class _Decoder:
             first, total_pages, flags, order = struct.unpack("<QIHH", raw)
             prop = Prop("folios_info", raw, "vmalloc",
                         {"first": first, "total_pages": total_pages, "flags": flags, "order": order})
-            array = self.vmalloc(first, total_pages, order, where, path)
+            want = FDT_MAP_MAX if nr is None else nr * 8
+            array = self.vmalloc(first, total_pages, order, where, path, want)
             if array is not None:
                 prop.folios = _folios(array)[:nr]
             return prop
@@ -302,24 +302,32 @@ class _Decoder:
             return _dtc_guess("folios_info", raw)
         return Prop("folios_info", raw, "folios", None, _folios(raw))
 
-    def vmalloc(self, first: int, total_pages: int, order: int, where: str, path: str) -> bytes | None:
-        """The contents of a 6.18 kho_vmalloc area, following its chunk pages."""
+    def vmalloc(self, first: int, total_pages: int, order: int, where: str, path: str,
+                want: int) -> bytes | None:
+        """The first `want` bytes of a 6.18 kho_vmalloc area, following its chunk pages.
+
+        Bounded whatever the struct says: a chunk seen twice ends the walk, and no more than
+        `want` bytes (at most FDT_MAP_MAX) are read."""
         if self.read is None:
             self.notes.append(f"{where} {path}: folios_info's vmalloc chunks at 0x{first:x} not followed "
                               "(no RAM)")
             return None
+        if order > MAX_PAGE_ORDER:
+            self.problems.append(f"{where} {path}: folios_info's kho_vmalloc has order {order}")
+            return None
+        limit = min(total_pages * PAGE_SIZE, want, FDT_MAP_MAX)
         out = bytearray()
-        chunk, seen = first, 0
+        chunk, seen = first, set()
         try:
-            while chunk and len(out) < total_pages * PAGE_SIZE:
-                seen += 1
-                if seen > _VMALLOC_MAX_CHUNKS:
-                    self.problems.append(f"{where} {path}: vmalloc chunk list does not end")
+            while chunk and len(out) < limit:
+                if chunk in seen:
+                    self.problems.append(f"{where} {path}: vmalloc chunk list loops back to 0x{chunk:x}")
                     return None
+                seen.add(chunk)
                 page = self.read(chunk, PAGE_SIZE)
                 for i in range(KHO_VMALLOC_SIZE):
                     phys = struct.unpack_from("<Q", page, 8 + i * 8)[0]
-                    if not phys or len(out) >= total_pages * PAGE_SIZE:
+                    if not phys or len(out) >= limit:
                         break
                     out += self.read(phys, PAGE_SIZE << order)
                 chunk = struct.unpack_from("<Q", page, 0)[0]

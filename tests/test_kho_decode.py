@@ -5,8 +5,10 @@ hand-overs) or from the block list the test itself encoded (pylibfdt-built hand-
 out as Linux 6.16 and 6.18 write them), never from the decoder under test.
 """
 
+import io
 import json
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from kho_common import block_ranges, boot, finalize, kexec, preserved_blocks, pr
 from test_fs_harness import mounted
 
 from khofs.cli import main
+from khofs.decode import to_json, to_text
 from sim.kho_decode import kho_decode
 
 PAGE = 4096
@@ -323,3 +326,40 @@ def test_decode_through_a_mount_follows_dev_mem(tmp_path: Path) -> None:
         assert doc["ram"] == f"{mnt}/dev/mem" and doc["source"].endswith("kho/out/fdt")
         assert ranges_of(doc) == block_ranges(preserved_blocks(m.physmem, first, 4096))
         assert [s["name"] for s in doc["sub_fdts"]] == ["kho_test", "memblock"]
+
+
+def test_a_looping_vmalloc_chunk_list_is_reported(tmp_path: Path, capsys) -> None:
+    fdt, dump, _ = write_handover(tmp_path, "6.18")
+    patch(dump, 0x181000, struct.pack("<QQ", 0x181000, 0))        # next = itself, no pages
+    status, doc = decode_json(capsys, str(fdt), "--mem", str(dump), "--kernel-version", "6.18")
+    assert status == 2 and doc["problems"] == [
+        "sub-FDT /kho_test/fdt at 0x101000 /data: vmalloc chunk list loops back to 0x181000"]
+
+
+@pytest.mark.parametrize("version", ["6.16", "6.18"])
+def test_random_corruption_never_raises(tmp_path: Path, version: str) -> None:
+    """Bytes flipped in the root blob, the sub-FDTs, chunks and bitmaps (a fixed seed, so a failure
+    replays): the decoder reports, and both renderers take whatever it reports."""
+    fdt, dump, first = write_handover(tmp_path, version)
+    blob, ram = fdt.read_bytes(), dump.read_bytes()
+    rng = random.Random(version)
+    for _ in range(400):
+        b, patches = bytearray(blob), {}
+        for _ in range(rng.randint(1, 6)):
+            if rng.random() < 0.6:
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            else:
+                base = rng.choice([first, 0x100000, 0x101000, 0x102000, 0x180000, 0x181000, 0x801000])
+                patches[base + rng.randrange(64)] = rng.randrange(256)
+
+        def read(phys: int, size: int, patches=patches) -> bytes:
+            if phys + size > len(ram):
+                raise ValueError("past the end of the dump")
+            out = bytearray(ram[phys:phys + size])
+            for at, value in patches.items():
+                if phys <= at < phys + size:
+                    out[at - phys] = value
+            return bytes(out)
+        d = kho_decode(bytes(b), read, len(ram))
+        to_text(io.StringIO(), d, "fuzz", None)
+        json.dumps(to_json(d, "fuzz", None, None))
