@@ -104,6 +104,12 @@ def serve(machine: Any, mountpoint: str) -> None:
     fs_serve(machine, mountpoint)
 
 
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kexec", choices=("real", "clone"), default=None,
+                   help="`kexec` in CMD: the host's kexec-tools with its system calls intercepted "
+                   "(default where installed) or khofs's Python clone")
+
+
 def _boot(args: argparse.Namespace) -> Any:
     from sim.machine import Machine  # late: `mkimage` and `umount` need no kernel
     machine = Machine(**{o.keyword: o.value(args) for o in MACHINE_OPTIONS})
@@ -176,15 +182,16 @@ def cmd_umount(args: argparse.Namespace) -> int:
 _BASHRC = '[ -f ~/.bashrc ] && . ~/.bashrc\nPS1="(khofs) $PS1"\n'
 
 
-def _shim_dir() -> str:
-    """`kexec` and `dmesg` for CMD's PATH (thin scripts that run our clones with this Python),
-    and the shell's rc file."""
+def _shim_dir(mode: str) -> str:
+    """`dmesg` for CMD's PATH (thin scripts that run our modules with this Python), the shell's
+    rc file, and in clone/ the `kexec` clone: first in PATH in `clone` mode, else the fallback."""
     shims = tempfile.mkdtemp(prefix="khofs-bin-")
     with open(os.path.join(shims, "bashrc"), "w") as f:
         f.write(_BASHRC)
     pythonpath = str(Path(__file__).resolve().parent.parent)
     # kexec needs only the standard library and khofs, so it skips site (-S): start-up is its cost.
-    for name, module, flags in (("kexec", "khofs.kexec", " -S"), ("dmesg", "khofs.dmesg", "")):
+    os.mkdir(os.path.join(shims, "clone"))
+    for name, module, flags in (("clone/kexec", "khofs.kexec", " -S"), ("dmesg", "khofs.dmesg", "")):
         path = os.path.join(shims, name)
         with open(path, "w") as f:
             f.write(f"#!/bin/sh\nPYTHONPATH={shlex.quote(pythonpath)}${{PYTHONPATH:+:$PYTHONPATH}} "
@@ -222,11 +229,31 @@ def _in_private_namespace() -> None:
         raise CliError(f"cannot enter a private mount namespace: {os.strerror(ctypes.get_errno())}")
 
 
-def _enter(root: str, command: list[str] | None, cwd: str) -> int:
+def _kexec_mode(choice: str | None) -> str:
+    """`real` (the host's kexec-tools, its calls intercepted) or `clone`; a warning where forced."""
+    from khofs.intercept import user_notif_available
+    why_not = user_notif_available()
+    if why_not is not None:
+        print(f"khofs: warning: seccomp user notification is unavailable ({why_not}): kexec is the "
+              "Python clone and raw kexec/reboot calls are not simulated", file=sys.stderr)
+        if choice == "real":
+            raise CliError("--kexec=real needs seccomp user notification (Linux >= 5.9, x86_64)")
+        return "clone"
+    if choice is None:
+        return "real" if shutil.which("kexec") else "clone"
+    if choice == "real" and not shutil.which("kexec"):
+        raise CliError("--kexec=real: kexec-tools is not installed (no kexec in PATH)")
+    return choice
+
+
+def _enter(root: str, command: list[str] | None, cwd: str, kexec: str | None) -> int:
     """Run CMD (None: an interactive bash) in cwd with the machine mounted at root seen at the real
-    paths; CMD's exit status.  Must run in a private mount namespace: the binds vanish with it."""
+    paths, under the seccomp supervisor (khofs.intercept); CMD's exit status.  Must run in a
+    private mount namespace: the binds vanish with it."""
     bound: list[str] = []
-    shims = _shim_dir()
+    mode = _kexec_mode(kexec)
+    shims = _shim_dir(mode)
+    clone = os.path.join(shims, "clone")
     if command is None:
         command = ["bash", "--rcfile", os.path.join(shims, "bashrc"), "-i"]
     try:
@@ -235,11 +262,11 @@ def _enter(root: str, command: list[str] | None, cwd: str) -> int:
                 continue
             _bind(os.path.join(root, inside), target)
             bound.append(target)
-        env = dict(os.environ, KHOFS_ROOT=root, PATH=f"{shims}:{os.environ.get('PATH', '')}")
-        try:
-            status = subprocess.run(command, env=env, cwd=cwd).returncode
-        except OSError as e:
-            raise CliError(f"cannot run {command[0]}: {e.strerror}") from None
+        path = f"{shims}:{clone + ':' if mode == 'clone' else ''}{os.environ.get('PATH', '')}"
+        env = dict(os.environ, KHOFS_ROOT=root, PATH=path)
+        supervisor = [sys.executable, "-m", "khofs.intercept", "--clone-bin", clone,
+                      *(["--private-net"] if mode == "real" else []), root, "--", *command]
+        status = subprocess.run(supervisor, env=env, cwd=cwd).returncode
         return status if status >= 0 else 128 - status
     finally:
         for target in reversed(bound):
@@ -265,7 +292,7 @@ def _run(args: argparse.Namespace, command: list[str] | None) -> int:
     thread.start()
     try:
         _wait_mounted(root, thread.is_alive)
-        return _enter(root, command, cwd)
+        return _enter(root, command, cwd, args.kexec)
     finally:
         if os.path.ismount(root):
             _fusermount_u(root)
@@ -280,7 +307,7 @@ def _attach(args: argparse.Namespace, command: list[str] | None) -> int:
     if not os.path.exists(os.path.join(root, SYSCALL_PATH.lstrip("/"))):
         raise CliError(f"attach: {args.attach} is not a khofs mount")
     _in_private_namespace()
-    return _enter(root, command, os.getcwd())
+    return _enter(root, command, os.getcwd(), args.kexec)
 
 
 def _command(args: argparse.Namespace) -> list[str]:
@@ -346,17 +373,20 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run CMD with the machine's files at /sys/kernel, /proc, /dev/mem")
     _machine_options(r)
+    _run_options(r)
     r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     r.set_defaults(func=cmd_run, synopsis="khofs run [options] -- CMD ARGS...")
 
     a = sub.add_parser("attach", help="run CMD as `run` does, against the machine a `khofs mount` serves")
     a.add_argument("attach", metavar="MOUNTPOINT")
+    _run_options(a)
     a.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     a.set_defaults(func=cmd_attach, synopsis="khofs attach MOUNTPOINT -- CMD ARGS...")
 
     s = sub.add_parser("shell", help="an interactive bash on the machine, prompt `(khofs) ...`")
     s.add_argument("--attach", metavar="MOUNTPOINT", help="the machine a `khofs mount` serves, not a new one")
     _machine_options(s)
+    _run_options(s)
     s.set_defaults(func=cmd_shell)
 
     i = sub.add_parser("mkimage", help="write a bootable bzImage of the simulated kernel")

@@ -32,6 +32,7 @@ import mfusepy
 
 from sim.debugfs import Blob, Debugfs, Dentry
 from sim.physmem import PhysMem
+from sim.reboot import sys_reboot
 
 DEBUGFS_ROOT = "/sys/kernel/debug"
 SYSCALL_PATH = "/khofs/syscall"
@@ -83,7 +84,8 @@ class KernelLike(Protocol):
     def devkmsg(self) -> str: ...
     def syslog(self, action: int) -> None: ...
     def uptime(self) -> str: ...
-    def kexec_file_load(self, kernel: bytes, initrd: bytes | None, cmdline: str, flags: int = 0) -> None: ...
+    def kexec_file_load(self, kernel: bytes | int, initrd: bytes | int | None, cmdline: str | bytes | int,
+                        flags: int = 0) -> None: ...
 
 
 class MachineLike(Protocol):
@@ -92,9 +94,12 @@ class MachineLike(Protocol):
     physmem: PhysMem
     kho_sanitizer: Any          # sim.kho_sanitizer.KhoSanitizer | None: its `log` is served
 
+    halted: bool
+
     @property
     def kernel(self) -> Any: ...
     def kexec(self) -> Any: ...
+    def boot(self) -> Any: ...
 
 
 @dataclass
@@ -425,24 +430,50 @@ class KhoFs(mfusepy.Operations):
             raise OSError(errno.EINVAL, "malformed request")
         name = call["call"]
         if name == "kexec_file_load":
-            flags, cmdline = call.get("flags", 0), call.get("cmdline", "")
-            klen, ilen = call.get("kernel_len", 0), call.get("initrd_len")
-            if (not isinstance(flags, int) or not isinstance(cmdline, str) or not isinstance(klen, int)
-                    or not (ilen is None or isinstance(ilen, int)) or klen < 0 or (ilen or 0) < 0
-                    or len(payload) != klen + (ilen or 0)):
+            flags = call.get("flags", 0)
+            if not isinstance(flags, int):
                 raise OSError(errno.EINVAL, "malformed kexec_file_load request")
-            initrd = None if ilen is None else payload[klen:]
-            self._kernel.kexec_file_load(payload[:klen], initrd, cmdline, flags)
+            parts = _Payload(payload)
+            kernel = parts.take(call, "kernel")
+            initrd = parts.take(call, "initrd", optional=True)
+            cmdline = call["cmdline"] if isinstance(call.get("cmdline"), str) else parts.take(call, "cmdline")
+            if kernel is None or parts.rest:
+                raise OSError(errno.EINVAL, "malformed kexec_file_load request")
+            self._kernel.kexec_file_load(kernel, initrd, cmdline, flags)
         elif name == "syslog":
             if not isinstance(call.get("type"), int):
                 raise OSError(errno.EINVAL, "malformed syslog request")
             self._kernel.syslog(call["type"])
         elif name == "reboot":
-            if call.get("cmd") != "kexec":
-                raise OSError(errno.EINVAL, "only LINUX_REBOOT_CMD_KEXEC is simulated")
-            self._machine.kexec()             # OSError(EINVAL) when nothing is loaded
+            args = [call.get(key) for key in ("magic1", "magic2", "cmd")]
+            if not all(isinstance(a, int) for a in args):
+                raise OSError(errno.EINVAL, "malformed reboot request")
+            arg = _Payload(payload).take(call, "arg", optional=True)
+            sys_reboot(self._machine, *args, arg)   # type: ignore[arg-type]
         else:                                   # kexec_load included: the kernel has no such call
             raise OSError(errno.ENOSYS, name)
+
+
+class _Payload:
+    """The raw bytes after a request's JSON line, handed out in order by `<name>_len` fields.
+
+    `<name>_err: E` instead of a length stands for a copy from user space that
+    failed with errno E; the simulated call fails with -E where Linux copies it.
+    """
+
+    def __init__(self, payload: bytes) -> None:
+        self.rest = payload
+
+    def take(self, call: dict[str, Any], name: str, optional: bool = False) -> bytes | int | None:
+        err, size = call.get(f"{name}_err"), call.get(f"{name}_len")
+        if isinstance(err, int) and not isinstance(err, bool) and err > 0 and size is None:
+            return -err
+        if size is None and optional:
+            return None
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= len(self.rest):
+            raise OSError(errno.EINVAL, f"malformed {name}")
+        part, self.rest = self.rest[:size], self.rest[size:]
+        return part
 
 
 def serve(machine: MachineLike, mountpoint: str, **fuse_options: Any) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from khofs.kexec_usage import USAGE
+from sim.reboot import LINUX_REBOOT_CMD_KEXEC, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2
 
 PACKAGE_STRING = "kexec-tools 2.0.25"
 PROG = "kexec"                      # argv[0] as typed from PATH, used in getopt messages
@@ -395,7 +396,8 @@ class Kexec:
         return 0
 
     def my_exec(self) -> int:
-        err = self.syscall({"call": "reboot", "cmd": "kexec"})
+        err = self.syscall({"call": "reboot", "magic1": LINUX_REBOOT_MAGIC1, "magic2": LINUX_REBOOT_MAGIC2,
+                            "cmd": LINUX_REBOOT_CMD_KEXEC})     # glibc's reboot(LINUX_REBOOT_CMD_KEXEC)
         if err:
             _err(f"kexec failed: {os.strerror(err)}\n")
             return -1

@@ -25,7 +25,9 @@ and an initrd, if any, as high as it fits below ``initrd_addr_max``.
 """
 
 import errno
+import fcntl
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable
@@ -329,13 +331,16 @@ class Kexec:
 
     # -- the system call --
 
-    def kexec_file_load(self, kernel: bytes, initrd: bytes | None, cmdline: str | bytes,
+    def kexec_file_load(self, kernel: bytes | int, initrd: bytes | int | None, cmdline: str | bytes | int,
                         flags: int) -> None:
         """SYSCALL kexec_file_load: raise OSError(errno) where the syscall returns -errno.
 
         `initrd` None stands for initrd_fd -1.  A str `cmdline` is passed as
         kexec-tools does (its bytes plus a NUL; "" means cmdline_len 0); bytes
-        are passed verbatim, so the trailing-NUL rule can be exercised.
+        are passed verbatim, so the trailing-NUL rule can be exercised.  An int
+        in place of a file or the command line is the -errno its copy from user
+        space failed with (kernel_read_file_from_fd(), memdup_user()): the call
+        fails with it where the kernel would copy it, after the checks before.
         """
         is_crash = bool(flags & KEXEC_FILE_ON_CRASH)
         # kexec_load_permitted(): the simulated caller is root with CAP_SYS_BOOT.
@@ -351,9 +356,9 @@ class Kexec:
         if is_crash:
             self.kexec_crash_image = None
         if isinstance(cmdline, str):
-            cmdline_buf = cmdline.encode("utf-8", "surrogateescape") + b"\0" if cmdline else b""
+            cmdline_buf: bytes | int = cmdline.encode("utf-8", "surrogateescape") + b"\0" if cmdline else b""
         else:
-            cmdline_buf = bytes(cmdline)
+            cmdline_buf = cmdline if isinstance(cmdline, int) else bytes(cmdline)
         try:
             image = self.kimage_file_alloc_init(kernel, initrd, cmdline_buf, flags)
             self.kexec_dprintk(f"{_PR_FILE}nr_segments = {image.nr_segments}")
@@ -369,8 +374,8 @@ class Kexec:
         else:
             self.kexec_image = image
 
-    def kimage_file_alloc_init(self, kernel: bytes, initrd: bytes | None, cmdline_buf: bytes,
-                               flags: int) -> Kimage:
+    def kimage_file_alloc_init(self, kernel: bytes | int, initrd: bytes | int | None,
+                               cmdline_buf: bytes | int, flags: int) -> Kimage:
         image = Kimage(self)
         self.kexec_file_dbg_print = bool(flags & KEXEC_FILE_DEBUG)
         if flags & KEXEC_FILE_ON_CRASH:
@@ -387,11 +392,12 @@ class Kexec:
         image.head = ((min(s.mem for s in image.segments) - PAGE_SIZE) & U64_MAX) | 0x2
         return image
 
-    def kimage_file_prepare_segments(self, image: Kimage, kernel: bytes, initrd: bytes | None,
-                                     cmdline_buf: bytes, flags: int) -> int:
+    def kimage_file_prepare_segments(self, image: Kimage, kernel: bytes | int, initrd: bytes | int | None,
+                                     cmdline_buf: bytes | int, flags: int) -> int:
         ret = _kernel_read_file(kernel)
         if ret:
             return ret
+        assert isinstance(kernel, bytes)
         self.kexec_dprintk(f"{_PR_FILE}kernel: {_hashed_ptr(id(kernel))} kernel_size: {len(kernel):#x}")
         ret = bzImage64_probe(kernel, self.host.printk)
         if ret:
@@ -403,7 +409,10 @@ class Kexec:
             ret = _kernel_read_file(initrd)
             if ret:
                 return ret
+            assert isinstance(initrd, bytes)
             initrd_buf = initrd
+        if isinstance(cmdline_buf, int):
+            return cmdline_buf
         if cmdline_buf:
             if len(cmdline_buf) > KMALLOC_MAX_SIZE:
                 return -errno.ENOMEM
@@ -613,8 +622,10 @@ class Kexec:
         return regs["rip"] - 0x200, regs["rsi"]
 
 
-def _kernel_read_file(data: bytes) -> int:
-    """kernel_read_file(): an empty file is -EINVAL, one over the limit -EFBIG."""
+def _kernel_read_file(data: bytes | int) -> int:
+    """kernel_read_file(): an empty file is -EINVAL, one over the limit -EFBIG; an int is its failure."""
+    if isinstance(data, int):
+        return data
     if len(data) <= 0:
         return -errno.EINVAL
     if len(data) > KEXEC_FILE_SIZE_MAX:
@@ -698,3 +709,40 @@ __all__ = [
     "KhoHooks", "Kimage", "kexec_add_buffer", "locate_mem_hole_callback", "read_entry64_regs",
     "write_cold_boot",
 ]
+
+
+def kernel_read_file_from_fd(fd: int) -> bytes | int:
+    """kernel_read_file_from_fd() on a host file descriptor: its bytes, or the -errno.
+
+    For callers that hold a real process's fd (the seccomp supervisor): an fd not
+    open for reading (or O_PATH) is -EBADF, a non-regular file -EINVAL, an empty
+    one -EINVAL and one over KEXEC_FILE_SIZE_MAX -EFBIG, as the kernel answers;
+    nothing past the limit is read.
+    """
+    try:
+        mode = os.stat(fd).st_mode
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError:
+        return -errno.EBADF
+    if flags & os.O_PATH or flags & os.O_ACCMODE == os.O_WRONLY:
+        return -errno.EBADF
+    if not stat.S_ISREG(mode):
+        return -errno.EINVAL
+    size = os.fstat(fd).st_size
+    if size <= 0:
+        return -errno.EINVAL
+    if size > KEXEC_FILE_SIZE_MAX:
+        return -errno.EFBIG
+    chunks, pos = [], 0
+    while pos < size:
+        try:
+            chunk = os.pread(fd, min(size - pos, 1 << 24), pos)
+        except OSError as e:
+            return -(e.errno or errno.EIO)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        pos += len(chunk)
+    if pos != size:                     # kernel_read_file(): a short read is -EIO
+        return -errno.EIO
+    return b"".join(chunks)

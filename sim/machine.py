@@ -144,6 +144,8 @@ class Machine:
         self.kho_sanitizer = KhoSanitizer() if kho_sanitizer else None
         self.kernel: Kernel | None = None
         self.generation = 0
+        # Set by reboot(2)'s halt and power-off: the last kernel stays for its log, nothing runs.
+        self.halted = False
 
     def boot(self) -> Kernel:
         """Power on: firmware and boot loader put the kernel, its command line and boot_params in RAM."""
@@ -152,6 +154,7 @@ class Machine:
             self.physmem, self.e820, self.cmdline, self.kernel_version, self.kernel_size,
             initrd=self.initrd)
         self.generation = 0
+        self.halted = False
         return self._start(load_addr, boot_params)
 
     def kexec(self) -> Kernel:
