@@ -242,7 +242,7 @@ class Supervisor:
         self.listener = listener
         self.root = root
         self.child = child
-        self.proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY)   # survives a bind over /proc
+        self.proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)   # survives a bind over /proc
         self.mounts: list[str] = []
         self.halted = ""            # the console line of a halt or power-off, once it happened
 
@@ -316,17 +316,11 @@ class Supervisor:
         except OSError as e:
             if e.errno == errno.ESRCH:
                 raise CallerGone from None
-            data: bytes | int = -errno.EBADF
-        else:
-            try:
-                data = kernel_read_file_from_fd(mine)
-            finally:
-                os.close(mine)
-        if isinstance(data, int):
-            request[f"{name}_err"] = -data
-            return b""
-        request[f"{name}_len"] = len(data)
-        return data
+            return _put(request, name, -errno.EBADF)
+        try:
+            return _put(request, name, kernel_read_file_from_fd(mine))
+        finally:
+            os.close(mine)
 
     def sys_kexec_file_load(self, n: Notification) -> None:
         if not self._root_caller(n):
@@ -346,16 +340,10 @@ class Supervisor:
                 initrd = self._user_file(pidfd, initrd_fd, "initrd", request)
         finally:
             os.close(pidfd)
-        cmdline = b""
         if cmdline_len > KMALLOC_MAX_SIZE:      # memdup_user(): kmalloc fails
-            request["cmdline_err"] = errno.ENOMEM
+            cmdline = _put(request, "cmdline", -errno.ENOMEM)
         else:
-            copied = read_memory(n.pid, cmdline_ptr, cmdline_len)
-            if copied is None:
-                request["cmdline_err"] = errno.EFAULT
-            else:
-                cmdline = copied
-                request["cmdline_len"] = len(cmdline)
+            cmdline = _put(request, "cmdline", read_memory(n.pid, cmdline_ptr, cmdline_len))
         self.valid(n)
         err = self.call(request, kernel, initrd, cmdline)
         self.reply(n, error=err)
@@ -368,12 +356,7 @@ class Supervisor:
                                       "cmd": cmd}
         arg = b""
         if cmd == LINUX_REBOOT_CMD_RESTART2:
-            copied = read_string(n.pid, n.arg_ulong(3), 255)
-            if copied is None:
-                request["arg_err"] = errno.EFAULT
-            else:
-                arg = copied
-                request["arg_len"] = len(arg)
+            arg = _put(request, "arg", read_string(n.pid, n.arg_ulong(3), 255))
         self.valid(n)
         err = self.call(request, arg)
         if err or cmd not in REBOOT_CMDS_NO_RETURN:
@@ -472,6 +455,18 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
             _reap(self.child)
+
+
+def _put(request: dict[str, object], name: str, data: bytes | int | None) -> bytes:
+    """One copied-in argument for the control channel: `<name>_len` and its bytes, or
+    `<name>_err` for a -errno (None: the copy faulted, EFAULT)."""
+    if data is None:
+        data = -errno.EFAULT
+    if isinstance(data, int):
+        request[f"{name}_err"] = -data
+        return b""
+    request[f"{name}_len"] = len(data)
+    return data
 
 
 def _json_line(request: dict[str, object]) -> bytes:
@@ -586,18 +581,20 @@ def run(root: str, command: list[str], clone_bin: str, private_net: bool) -> int
                     if n is not None:
                         sup.handle(n)
             status = _reap(child)
-    except BaseException as e:                  # noqa: BLE001 - a failed supervisor must not leave CMD running
-        sup.kill_tree()
+        if sup.halted:
+            sup.kill_tree()
+            print(f"khofs: the machine stopped: {sup.halted}", file=sys.stderr, flush=True)
+            status = 0
         sup.unmount_all()
-        print(f"khofs: seccomp supervisor failed, CMD killed: {type(e).__name__}: {e}",
-              file=sys.stderr, flush=True)
+    except BaseException as e:                  # noqa: BLE001 - a failed supervisor must not leave CMD running
+        try:
+            sup.kill_tree()
+        finally:
+            os.close(sup.listener)              # whatever is left gets ENOSYS, never the host
+            sup.unmount_all()
+            print(f"khofs: seccomp supervisor failed, CMD killed: {type(e).__name__}: {e}",
+                  file=sys.stderr, flush=True)
         return 1
-    if sup.halted:
-        sup.kill_tree()
-        print(f"khofs: the machine stopped: {sup.halted}", file=sys.stderr, flush=True)
-        status = 0
-    sup.unmount_all()
-    assert status is not None
     return os.waitstatus_to_exitcode(status)
 
 

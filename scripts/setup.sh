@@ -13,12 +13,17 @@ ldconfig -p | grep -q 'libfuse\.so\.2' || need+=(libfuse2)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v python3 >/dev/null || need+=(python3)
 # pylibfdt (a test extra) compiles a C extension; its build pulls swig from PyPI itself.
+# The tests also compile tests/c/kho_init.c with it.
 command -v gcc >/dev/null || need+=(gcc)
+# The real kexec-tools, run inside `khofs run` with its system calls intercepted.
+command -v kexec >/dev/null || [ -x /usr/sbin/kexec ] || need+=(kexec-tools)
 python3 -c 'import os, sys, sysconfig
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null ||
     need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
+    # kexec-tools asks whether it should handle reboots: never on a machine that runs khofs.
+    echo "kexec-tools kexec-tools/load_kexec boolean false" | debconf-set-selections
     apt-get update -qq
     # Debian 13 renamed libfuse2 to libfuse2t64.
     if [[ " ${need[*]} " == *" libfuse2 "* ]] && ! apt-cache show libfuse2 >/dev/null 2>&1; then

@@ -11,11 +11,13 @@ WORKFLOW = REPO / "scripts" / "kho-workflow.sh"
 
 
 def test_the_demo_workflow_in_a_private_namespace(tmp_path: Path) -> None:
-    """The README's demo script, on a scrubbing machine: only truly preserved memory survives."""
+    """The README's demo script with the Python kexec clone, on a scrubbing machine: only truly
+    preserved memory survives (tests/test_intercept.py runs it with the real kexec-tools)."""
     before = host_binds()
     bindir = str(Path(sys.executable).parent)          # where `khofs` is installed
     svg = tmp_path / "memmap.svg"
-    r = subprocess.run([sys.executable, "-m", "khofs.cli", "run", "--scrub", "--test-kho", "--kho-sanitizer",
+    r = subprocess.run([sys.executable, "-m", "khofs.cli", "run", "--kexec", "clone", "--scrub", "--test-kho",
+                        "--kho-sanitizer",
                         "--cmdline", KHO_CMDLINE, "--", "bash", str(WORKFLOW)],
                        capture_output=True, text=True, timeout=300,
                        env={"PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO),
