@@ -66,13 +66,14 @@ def daemon(tmp_path: Path):
 
 
 def test_attach_runs_the_seed_workflow_against_a_running_mount(daemon: Path) -> None:
-    """finalize, `dtc .../out/fdt` at the real path, and kexec/dmesg shims, on the daemon's machine."""
+    """finalize, `dtc .../out/fdt` at the real path, and kexec (the clone)/dmesg shims, on the daemon's
+    machine."""
     before = host_binds()
     script = ("echo 1 > /sys/kernel/debug/kho/out/finalize && dtc /sys/kernel/debug/kho/out/fdt"
               " && cat /sys/kernel/debug/hello"
               " && cat /proc/cmdline && test \"$KHOFS_ROOT\" = " + str(daemon) +
               " && type -P kexec dmesg && dmesg | grep -c 'Linux version'")
-    r = subprocess.run([*KHOFS, "attach", str(daemon), "--", "bash", "-c", script],
+    r = subprocess.run([*KHOFS, "attach", "--kexec", "clone", str(daemon), "--", "bash", "-c", script],
                        capture_output=True, text=True, timeout=120)
     assert (r.returncode, r.stderr.replace(LIBFUSE_NOISE, "")) == (0, ""), r.stderr
     assert 'compatible = "kho-v1";' in r.stdout and "memblock {" in r.stdout

@@ -246,3 +246,21 @@ def test_nested_run_falls_back_to_the_clone_with_a_warning() -> None:
     assert "/khofs-bin-" in r.stdout
     assert r.stderr.startswith("khofs: warning: seccomp user notification is unavailable "
                                "(seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER): Device or resource busy)")
+
+
+def test_attach_intercepts_too(tmp_path: Path, kho_init: Path, image: Path) -> None:
+    """`khofs attach` to a `khofs mount` daemon: the raw kexec lands in the daemon's machine."""
+    mnt, work = tmp_path / "mnt", tmp_path / "work"
+    for d in (mnt, work / "debugfs", work / "proc"):
+        d.mkdir(parents=True)
+    khofs = [sys.executable, "-m", "khofs.cli"]
+    r = subprocess.run([*khofs, "mount", str(mnt), "--test-kho", "--cmdline", KHO_CMDLINE],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    try:
+        r = subprocess.run([*khofs, "attach", str(mnt), "--", str(kho_init), str(work), str(image)],
+                           capture_output=True, text=True, timeout=120)
+        assert (r.returncode, r.stderr.replace(LIBFUSE_NOISE, "")) == (0, ""), r.stderr
+        assert "] test_kho: KHO restore succeeded\n" in (mnt / "khofs/dmesg").read_text()
+    finally:
+        subprocess.run([*khofs, "umount", str(mnt)], check=True, timeout=60)
