@@ -182,7 +182,7 @@ def cmd_umount(args: argparse.Namespace) -> int:
 _BASHRC = '[ -f ~/.bashrc ] && . ~/.bashrc\nPS1="(khofs) $PS1"\n'
 
 
-def _shim_dir(mode: str) -> str:
+def _shim_dir() -> str:
     """`dmesg` for CMD's PATH (thin scripts that run our modules with this Python), the shell's
     rc file, and in clone/ the `kexec` clone: first in PATH in `clone` mode, else the fallback."""
     shims = tempfile.mkdtemp(prefix="khofs-bin-")
@@ -252,7 +252,7 @@ def _enter(root: str, command: list[str] | None, cwd: str, kexec: str | None) ->
     private mount namespace: the binds vanish with it."""
     bound: list[str] = []
     mode = _kexec_mode(kexec)
-    shims = _shim_dir(mode)
+    shims = _shim_dir()
     clone = os.path.join(shims, "clone")
     if command is None:
         command = ["bash", "--rcfile", os.path.join(shims, "bashrc"), "-i"]
