@@ -200,9 +200,16 @@ def memmap(svg: str | None, as_json: bool, before_after: bool, out: IO[str]) -> 
     if not os.path.exists(os.path.join(root, "proc/iomem")):
         raise OSError(f"no machine at {root} (run inside `khofs run`, or set KHOFS_ROOT to a mount)")
     read_text = mount_reader(root)
-    ram = open_ram(None, root)
+    try:
+        ram = open_ram(None, root)
+    except OSError as e:                # a real box with STRICT_DEVMEM, or no dev/mem at all
+        ram, why = None, e.strerror
     read = ram.read if ram else None
     maps = [memory_map(read_text, read)]
+    if ram is None:
+        maps[0].notes.append(f"{root}/dev/mem: {why}: preserved ranges not walked")
+    if not maps[0].end:
+        raise OSError(f"no System RAM in {root}/proc/iomem (reading it needs root on a real box)")
     if before_after:
         before = handed_over_map(read_text, read)
         if before is None:

@@ -196,6 +196,11 @@ def test_memmap_through_a_mount(tmp_path: Path) -> None:
 def test_memmap_without_a_machine_is_one_line(tmp_path: Path) -> None:
     r = khofs(tmp_path, "memmap")
     assert (r.returncode, r.stderr.count("\n"), "Traceback" in r.stderr) == (1, 1, False)
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/iomem").write_text("00000000-00000000 : Reserved\n")   # what non-root reads
+    r = khofs(tmp_path, "memmap", "--svg", str(tmp_path / "x.svg"))
+    assert (r.returncode, r.stderr) == (1, f"khofs: no System RAM in {tmp_path}/proc/iomem (reading it "
+                                           "needs root on a real box)\n")
 
 
 def test_the_map_of_a_618_machine_walks_page_bitmaps() -> None:
