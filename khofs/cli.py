@@ -230,15 +230,15 @@ def _in_private_namespace() -> None:
 
 
 def _kexec_mode(choice: str | None) -> str:
-    """`real` (the host's kexec-tools, its calls intercepted) or `clone`; a warning where forced."""
-    from khofs.intercept import user_notif_available
+    """`real` (the host's kexec-tools, its calls intercepted), `clone`, or `none`: the clone
+    without interception, with a warning, where seccomp user notification is unavailable."""
+    from khofs.intercept import UNAVAILABLE_WARNING, user_notif_available
     why_not = user_notif_available()
     if why_not is not None:
-        print(f"khofs: warning: seccomp user notification is unavailable ({why_not}): kexec is the "
-              "Python clone and raw kexec/reboot calls are not simulated", file=sys.stderr)
         if choice == "real":
-            raise CliError("--kexec=real needs seccomp user notification (Linux >= 5.9, x86_64)")
-        return "clone"
+            raise CliError(f"--kexec=real needs seccomp user notification: {why_not}")
+        print(UNAVAILABLE_WARNING.format(why_not), file=sys.stderr)
+        return "none"
     if choice is None:
         return "real" if shutil.which("kexec") else "clone"
     if choice == "real" and not shutil.which("kexec"):
@@ -265,7 +265,8 @@ def _enter(root: str, command: list[str] | None, cwd: str, kexec: str | None) ->
         path = f"{shims}:{clone + ':' if mode == 'clone' else ''}{os.environ.get('PATH', '')}"
         env = dict(os.environ, KHOFS_ROOT=root, PATH=path)
         supervisor = [sys.executable, "-m", "khofs.intercept", "--clone-bin", clone,
-                      *(["--private-net"] if mode == "real" else []), root, "--", *command]
+                      *{"real": ["--private-net"], "clone": [], "none": ["--no-filter"]}[mode],
+                      root, "--", *command]
         status = subprocess.run(supervisor, env=env, cwd=cwd).returncode
         return status if status >= 0 else 128 - status
     finally:

@@ -1,4 +1,4 @@
-"""Real binaries on the simulated kernel: seccomp user notification (Linux >= 5.9, x86_64).
+"""Real binaries on the simulated kernel: seccomp user notification (Linux >= 5.6, x86_64).
 
 `khofs run` starts `python -m khofs.intercept ROOT ... -- CMD`.  This process forks
 CMD; the child installs a seccomp filter that turns kexec_load, kexec_file_load,
@@ -92,6 +92,10 @@ PATH_MAX = 4096
 
 # What `mount -t T` of a kernel file system binds, as a path in the khofs mount.
 MACHINE_FILESYSTEMS = {"debugfs": "sys/kernel/debug", "proc": "proc", "sysfs": "sys"}
+
+
+UNAVAILABLE_WARNING = ("khofs: warning: seccomp user notification is unavailable ({}): kexec is the "
+                       "Python clone and raw kexec/reboot calls are not simulated")
 
 
 class Unavailable(Exception):
@@ -521,17 +525,21 @@ def _reap(child: int) -> int | None:
 
 # -- the launcher and its loop --
 
-def _child(sock: socket.socket, command: list[str], clone_bin: str, private_net: bool) -> None:
+def _child(sock: socket.socket, command: list[str], clone_bin: str, private_net: bool,
+           use_filter: bool) -> None:
     """In the forked child: the filter, the listener to the parent, then exec CMD (never returns)."""
     try:
         _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))
         _check(_libc.prctl(PR_CAPBSET_DROP, CAP_SYS_BOOT, 0, 0, 0))     # the second wall
         env = dict(os.environ)
         try:
+            if not use_filter:
+                raise Unavailable("")
             listener = install_filter()
         except Unavailable as e:
             sock.sendall(b"E" + str(e).encode())
-            env["PATH"] = f"{clone_bin}:{env.get('PATH', '')}"
+            if use_filter:              # else `khofs run` put the clone in PATH already
+                env["PATH"] = f"{clone_bin}:{env.get('PATH', '')}"
         else:
             socket.send_fds(sock, [b"L"], [listener])
             os.close(listener)          # only the supervisor may hold it
@@ -545,22 +553,20 @@ def _child(sock: socket.socket, command: list[str], clone_bin: str, private_net:
     os._exit(127)
 
 
-def run(root: str, command: list[str], clone_bin: str, private_net: bool) -> int:
+def run(root: str, command: list[str], clone_bin: str, private_net: bool, use_filter: bool = True) -> int:
     """Run CMD under the filter, answer its calls until it exits; its exit status."""
     _check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     child = os.fork()
     if child == 0:
         ours.close()
-        _child(theirs, command, clone_bin, private_net)
+        _child(theirs, command, clone_bin, private_net, use_filter)
     theirs.close()
     msg, fds, _, _ = socket.recv_fds(ours, 4096, 1)
     ours.close()
     if not fds:
-        if msg.startswith(b"E"):
-            print(f"khofs: warning: seccomp user notification is unavailable ({msg[1:].decode()}): "
-                  "kexec is the Python clone and raw kexec/reboot calls are not simulated",
-                  file=sys.stderr, flush=True)
+        if msg[1:]:                             # why the filter failed (not: --no-filter)
+            print(UNAVAILABLE_WARNING.format(msg[1:].decode()), file=sys.stderr, flush=True)
         _, status = os.waitpid(child, 0)
         return os.waitstatus_to_exitcode(status)
     sup = Supervisor(fds[0], root, child)
@@ -603,10 +609,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("root", help="the khofs mount whose control channel answers the calls")
     p.add_argument("--clone-bin", required=True, help="PATH entry of the kexec clone (the fallback)")
     p.add_argument("--private-net", action="store_true", help="CMD in a new network namespace")
+    p.add_argument("--no-filter", action="store_true", help="no interception (it is unavailable)")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    return run(args.root, command, args.clone_bin, args.private_net)
+    return run(args.root, command, args.clone_bin, args.private_net, not args.no_filter)
 
 
 if __name__ == "__main__":

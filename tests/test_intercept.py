@@ -264,3 +264,15 @@ def test_attach_intercepts_too(tmp_path: Path, kho_init: Path, image: Path) -> N
         assert "] test_kho: KHO restore succeeded\n" in (mnt / "khofs/dmesg").read_text()
     finally:
         subprocess.run([*khofs, "umount", str(mnt)], check=True, timeout=60)
+
+
+def test_without_interception_cmd_still_loses_cap_sys_boot(tmp_path: Path) -> None:
+    """--no-filter (seccomp unavailable): expect no filter and CAP_SYS_BOOT gone from CMD's
+    bounding set, so a raw reboot would get EPERM from the host."""
+    r = subprocess.run([sys.executable, "-m", "khofs.intercept", "--clone-bin", str(tmp_path), "--no-filter",
+                        str(tmp_path), "--", "grep", "-E", "^(Seccomp_filters|CapBnd):", "/proc/self/status"],
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (0, "")
+    out = r.stdout.split()
+    assert (out[0], out[2:]) == ("CapBnd:", ["Seccomp_filters:", "0"])
+    assert not int(out[1], 16) >> 22 & 1

@@ -7,7 +7,7 @@
  * kexec, so only seccomp interception can bring them to the simulated kernel.
  *
  *   kho_init DIR IMAGE    mount at DIR/debugfs and DIR/proc, load IMAGE
- *   kho_init bench N IMAGE    N kexec_file_load calls, prints ns per call
+ *   kho_init bench N IMAGE [INITRD]    N kexec_file_load calls, prints ns per call
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -71,16 +71,16 @@ static int load(const char *dir, const char *image)
 	return err ? fail("kexec_file_load") : 0;
 }
 
-static int bench(long n, const char *image)
+static int bench(long n, const char *image, const char *initrd)
 {
 	struct timespec t0, t1;
-	int fd = open(image, O_RDONLY);
+	int fd = open(image, O_RDONLY), initrd_fd = initrd ? open(initrd, O_RDONLY) : -1;
 
-	if (fd < 0)
-		return fail(image);
+	if (fd < 0 || (initrd && initrd_fd < 0))
+		return fail("open");
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (long i = 0; i < n; i++)
-		if (kexec_file_load(fd, -1, 0, NULL, KEXEC_FILE_NO_INITRAMFS))
+		if (kexec_file_load(fd, initrd_fd, 0, NULL, initrd ? 0 : KEXEC_FILE_NO_INITRAMFS))
 			return fail("kexec_file_load");
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	printf("%ld\n", ((t1.tv_sec - t0.tv_sec) * 1000000000L + t1.tv_nsec - t0.tv_nsec) / n);
@@ -89,10 +89,10 @@ static int bench(long n, const char *image)
 
 int main(int argc, char *argv[])
 {
-	if (argc == 4 && !strcmp(argv[1], "bench"))
-		return bench(atol(argv[2]), argv[3]) ? 1 : 0;
+	if ((argc == 4 || argc == 5) && !strcmp(argv[1], "bench"))
+		return bench(atol(argv[2]), argv[3], argc == 5 ? argv[4] : NULL) ? 1 : 0;
 	if (argc != 3) {
-		fprintf(stderr, "usage: kho_init DIR IMAGE | kho_init bench N IMAGE\n");
+		fprintf(stderr, "usage: kho_init DIR IMAGE | kho_init bench N IMAGE [INITRD]\n");
 		return 2;
 	}
 	if (load(argv[1], argv[2]))
