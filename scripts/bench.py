@@ -4,8 +4,8 @@
 Asserts nothing (speed is measured here, never in tests).  Every workload runs in a forked
 child (os.wait4 gives that child's peak RSS), every run on a freshly booted machine, and only
 the operation the row names is timed.  References run in the same invocation, interleaved with
-what they are compared to: a minimal mfusepy filesystem serving the same bytes with the same
-mount options (on libfuse2 and libfuse3), and a tmpfs file for the physical floor.
+what they are compared to: a minimal mfusepy filesystem serving the same bytes at the same
+paths with the same mount options (on libfuse2 and libfuse3), and a tmpfs file for the physical floor.
 
 Usage: python3 scripts/bench.py [--quick] [--runs N]   (--quick: under a minute, no 1M / 16 TiB rows)
 """
@@ -80,7 +80,7 @@ class Table:
             self.rows.append(f"| {name} | failed | | | | | {note} |")
             return
         med = statistics.median(times)
-        ratio = f"{med / statistics.median(ref):.2f}x" if ref else ""
+        ratio = f"{med / statistics.median(ref):.2f}x (min {min(times) / min(ref):.2f}x)" if ref else ""
         refcol = _ms(statistics.median(ref)) if ref else ""
         self.rows.append(f"| {name} | {len(times)} | {_ms(min(times))} | {_ms(med)} | {rss:.0f} | "
                          f"{refcol} | {ratio} | {note} |")
@@ -223,18 +223,24 @@ def shell_rows(table: Table, runs: int) -> None:
 MINIMAL_FS = r"""
 import errno, stat, sys, mfusepy
 class Fs(mfusepy.Operations):
-    def __init__(self, files): self.files = files
+    '''Files at the paths khofs serves them at (so lookups walk as many components); no more.'''
+    def __init__(self, files):
+        self.files = files
+        self.dirs = {p[:i] or "/" for p in files for i in range(len(p)) if p[i] == "/"}
     def getattr(self, path, fh=None):
-        if path == "/": return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
-        if path[1:] in self.files: return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": 0}
+        if path in self.dirs: return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
+        if path in self.files: return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": 0}
         raise mfusepy.FuseOSError(errno.ENOENT)
-    def readdir(self, path, fh): return [".", "..", *self.files]
+    def readdir(self, path, fh): return [".", ".."]
     def open(self, path, flags): return 0
-    def read(self, path, size, offset, fh): return self.files[path[1:]][offset:offset + size]
-files = {name: open(src, "rb").read() for name, src in zip(("mem", "fdt"), sys.argv[2:])}
+    def read(self, path, size, offset, fh): return self.files[path][offset:offset + size]
+files = {path: open(src, "rb").read() for path, src in zip(sys.argv[2::2], sys.argv[3::2])}
 mfusepy.FUSE(Fs(files), sys.argv[1], foreground=True, direct_io=True, entry_timeout=0, attr_timeout=0,
              negative_timeout=0, fsname="minimal")
 """
+
+MEM_PATH = "dev/mem"
+FDT_PATH = "sys/kernel/debug/kho/out/fdt"
 
 
 class Mount:
@@ -283,8 +289,8 @@ def fuse_rows(table: Table, runs: int, lib_label: str, lib: str) -> None:
         try:
             with open(os.path.join(khofs.dir, "sys/kernel/debug/kho/out/finalize"), "w") as f:
                 f.write("1")
-            mem_path = os.path.join(khofs.dir, "dev/mem")
-            fdt_path = os.path.join(khofs.dir, "sys/kernel/debug/kho/out/fdt")
+            mem_path = os.path.join(khofs.dir, MEM_PATH)
+            fdt_path = os.path.join(khofs.dir, FDT_PATH)
             with open(mem_path, "rb") as f:
                 mem = f.read(MEM_WINDOW)
             with open(fdt_path, "rb") as f:
@@ -292,15 +298,16 @@ def fuse_rows(table: Table, runs: int, lib_label: str, lib: str) -> None:
             mem_src, fdt_src = os.path.join(work, "mem"), os.path.join(work, "fdt")
             Path(mem_src).write_bytes(mem)
             Path(fdt_src).write_bytes(fdt)
-            minimal = Mount([sys.executable, "-c", MINIMAL_FS, "MNT", mem_src, fdt_src], lib)
+            minimal = Mount([sys.executable, "-c", MINIMAL_FS, "MNT", f"/{MEM_PATH}", mem_src,
+                             f"/{FDT_PATH}", fdt_src], lib)
             try:
                 pairs = {"mem": ([], []), "fdt": ([], [])}
                 for _ in range(runs):       # interleaved, so both see the same machine load
                     pairs["mem"][0].append(timed(lambda: read_file(mem_path, MEM_WINDOW)))
-                    pairs["mem"][1].append(timed(lambda: read_file(os.path.join(minimal.dir, "mem"))))
+                    pairs["mem"][1].append(timed(lambda: read_file(os.path.join(minimal.dir, MEM_PATH))))
                     pairs["fdt"][0].append(timed(lambda: [read_file(fdt_path) for _ in range(FDT_READS)]))
                     pairs["fdt"][1].append(timed(
-                        lambda: [read_file(os.path.join(minimal.dir, "fdt")) for _ in range(FDT_READS)]))
+                        lambda: [read_file(os.path.join(minimal.dir, FDT_PATH)) for _ in range(FDT_READS)]))
                 tmpfs = [timed(lambda: read_file(mem_src)) for _ in range(runs)]
             finally:
                 minimal_rss = minimal.close()
