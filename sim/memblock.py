@@ -449,48 +449,56 @@ class Memblock:
                 i += 1
                 continue
             j = min(n, i + room)
-            batch = sorted(zip(bases[i:j], sizes[i:j], strict=True))
-            if not self._merge_noinit_batch(t, batch):
+            if not self._merge_noinit_batch(t, bases, sizes, sorted(range(i, j), key=bases.__getitem__)):
                 for base, size in zip(bases[i:j], sizes[i:j], strict=True):
                     self.reserve(base, size)
                     self.reserved_mark_noinit(base, size)
             i = j
 
-    def _merge_noinit_batch(self, t: MemblockType, batch: list[tuple[int, int]]) -> bool:
-        """Insert sorted RSRV_NOINIT ranges that touch nothing they overlap; False if one does."""
+    def _merge_noinit_batch(self, t: MemblockType, bases: Sequence[int], sizes: Sequence[int],
+                            order: list[int]) -> bool:
+        """Insert RSRV_NOINIT ranges (indices in address order) in one pass over the array; False,
+        with the array untouched, if one overlaps another or a region already there."""
         rgn = t._rgn
         starts = [r.base for r in rgn]
         ends = [r.base + r.size for r in rgn]
-        prev_end = 0
-        for base, size in batch:
-            if base < prev_end or not 0 < size <= PHYS_ADDR_MAX - base:
-                return False
-            idx = bisect_right(ends, base)
-            if idx < len(rgn) and starts[idx] < base + size:
-                return False
-            prev_end = base + size
+        n = len(rgn)
         nid = self._node(NUMA_NO_NODE)
         flags = MEMBLOCK_RSRV_NOINIT
         out: list[MemblockRegion] = []
-        pos = 0
-        for base, size in batch:
+        pos = 0                           # rgn[:pos] are in out (or merged into the open run)
+        run_base = run_end = -1           # the new region being grown, not yet in out
+        prev_end = added = 0
+        for k in order:
+            base, size = bases[k], sizes[k]
+            end = base + size
+            if base < prev_end or not 0 < size <= PHYS_ADDR_MAX - base:
+                return False
             idx = bisect_right(starts, base, pos)
-            out += rgn[pos:idx]
-            pos = idx
-            last = out[-1] if out else None
-            if last is not None and last.base + last.size == base and last.nid == nid and last.flags == flags:
-                last.size += size
+            if (idx and ends[idx - 1] > base) or (idx < n and starts[idx] < end):
+                return False
+            prev_end = end
+            added += size
+            if run_end == base:
+                run_end = end             # continues the open run (no region fits between)
             else:
-                last = MemblockRegion(base, size, flags, nid)
-                out.append(last)
-            if pos < len(rgn):
-                nxt = rgn[pos]
-                if nxt.base == base + size and nxt.nid == nid and nxt.flags == flags:
-                    last.size += nxt.size
-                    pos += 1
-            t.total_size += size
+                if run_end >= 0:
+                    out.append(MemblockRegion(run_base, run_end - run_base, flags, nid))
+                out += rgn[pos:idx]
+                pos = idx
+                run_base, run_end = base, end
+                left = out[-1] if out else None
+                if (left is not None and left.base + left.size == base and left.nid == nid
+                        and left.flags == flags):
+                    run_base = out.pop().base
+            if pos < n and starts[pos] == end and rgn[pos].nid == nid and rgn[pos].flags == flags:
+                run_end = ends[pos]
+                pos += 1
+        if run_end >= 0:
+            out.append(MemblockRegion(run_base, run_end - run_base, flags, nid))
         out += rgn[pos:]
         rgn[:] = out
+        t.total_size += added
         return True
 
     # ---- flags and nodes -------------------------------------------------------------------
