@@ -289,14 +289,19 @@ class Supervisor:
     # -- the machine, through the control channel --
 
     def call(self, request: dict[str, object], *payload: bytes) -> int:
-        """One control-channel call: 0 or the positive errno the simulated kernel returned."""
+        """One control-channel call: 0 or the positive errno the simulated kernel returned.
+
+        A machine that cannot be reached (its mount gone) is the supervisor's failure; an
+        error on the open channel (EIO: a simulator bug the mount survived) is the caller's.
+        """
         fd = os.open(os.path.join(self.root, "khofs/syscall"), os.O_RDWR)
         try:
-            data = (_json_line(request) + b"".join(payload))
-            view = memoryview(data)
+            view = memoryview(_json_line(request) + b"".join(payload))
             while view:
                 view = view[os.write(fd, view[:1 << 20]):]
             reply = os.read(fd, 64)
+        except OSError as e:
+            return e.errno or errno.EIO
         finally:
             os.close(fd)
         return -int(reply) if reply.strip() != b"0" else 0

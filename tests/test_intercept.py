@@ -50,13 +50,24 @@ def raw(script: str, *options: str) -> subprocess.CompletedProcess[str]:
     return khofs_run(sys.executable, "-c", RAW + textwrap.dedent(script), options=options)
 
 
-@pytest.fixture(scope="module")
-def kho_init(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/c/kho_init.c, compiled with the system compiler."""
-    out = tmp_path_factory.mktemp("c") / "kho_init"
-    subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(out), str(REPO / "tests/c/kho_init.c")],
+def compile_c(name: str, out_dir: Path) -> Path:
+    """tests/c/NAME.c, compiled with the system compiler."""
+    out = out_dir / name
+    subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(out), str(REPO / f"tests/c/{name}.c")],
                    check=True)
     return out
+
+
+def without_filter(tmp_path: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """CMD as khofs runs it where seccomp is unavailable: no filter, CAP_SYS_BOOT still dropped."""
+    return subprocess.run([sys.executable, "-m", "khofs.intercept", "--clone-bin", str(tmp_path),
+                           "--no-filter", str(tmp_path), "--", *command], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.fixture(scope="module")
+def kho_init(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_c("kho_init", tmp_path_factory.mktemp("c"))
 
 
 @pytest.fixture(scope="module")
@@ -269,10 +280,23 @@ def test_attach_intercepts_too(tmp_path: Path, kho_init: Path, image: Path) -> N
 def test_without_interception_cmd_still_loses_cap_sys_boot(tmp_path: Path) -> None:
     """--no-filter (seccomp unavailable): expect no filter and CAP_SYS_BOOT gone from CMD's
     bounding set, so a raw reboot would get EPERM from the host."""
-    r = subprocess.run([sys.executable, "-m", "khofs.intercept", "--clone-bin", str(tmp_path), "--no-filter",
-                        str(tmp_path), "--", "grep", "-E", "^(Seccomp_filters|CapBnd):", "/proc/self/status"],
-                       capture_output=True, text=True, timeout=60)
+    r = without_filter(tmp_path, "grep", "-E", "^(Seccomp_filters|CapBnd):", "/proc/self/status")
     assert (r.returncode, r.stderr) == (0, "")
     out = r.stdout.split()
     assert (out[0], out[2:]) == ("CapBnd:", ["Seccomp_filters:", "0"])
     assert not int(out[1], 16) >> 22 & 1
+
+
+def test_i386_and_x32_entries_are_intercepted_too(tmp_path: Path) -> None:
+    """int $0x80 and x32 numbers reach reboot/kexec_load too: expect the simulated kernel's answers
+    under the filter, and (the contrast) the host's refusals without it."""
+    prog = compile_c("compat_syscalls", tmp_path)
+    r = khofs_run(str(prog))
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == ("i386 reboot 0\ni386 kexec_load -38\nx32 reboot 0\nx32 kexec_load -38\n"
+                        "x86_64 reboot 0\n")
+    host = without_filter(tmp_path, str(prog))
+    lines = dict(line.rsplit(" ", 1) for line in host.stdout.splitlines())
+    # Without CAP_SYS_BOOT the host refuses with EPERM; without x32 support, ENOSYS.
+    assert lines["i386 reboot"] == lines["x86_64 reboot"] == "-1"
+    assert lines["x32 reboot"] in ("-1", "-38")
