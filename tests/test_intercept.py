@@ -204,11 +204,14 @@ def test_real_kexec_tools_match_the_clone(tmp_path: Path, image: Path) -> None:
 
 @needs_kexec_tools
 def test_the_seed_workflow_with_the_real_kexec() -> None:
-    """scripts/kho-workflow.sh verbatim, scrub on, /usr/sbin/kexec: n1 survives byte for byte."""
-    r = khofs_run("bash", "-c", f"command -v kexec; bash {REPO / 'scripts/kho-workflow.sh'}",
+    """scripts/kho-workflow.sh verbatim, scrub on, /usr/sbin/kexec: n1 survives byte for byte,
+    and the real `kexec -e`'s ifdown met only a private network namespace."""
+    workflow = REPO / "scripts/kho-workflow.sh"
+    r = khofs_run("bash", "-c", f"command -v kexec; readlink /proc/self/ns/net; bash {workflow}",
                   options=("--kexec", "real", "--scrub", "--test-kho", "--cmdline", KHO_CMDLINE), timeout=300)
     assert (r.returncode, r.stderr) == (0, ""), r.stderr
     assert r.stdout.startswith(f"{KEXEC}\n")
+    assert r.stdout.splitlines()[1] != os.readlink("/proc/self/ns/net")
     assert "] Revived memory reservation 'n1' from KHO\n" in r.stdout
     assert "n1 holds the same 64 MiB: the memory survived the kexec\n" in r.stdout
     assert "] test_kho: KHO restore succeeded\n" in r.stdout
@@ -300,3 +303,19 @@ def test_i386_and_x32_entries_are_intercepted_too(tmp_path: Path) -> None:
     # Without CAP_SYS_BOOT the host refuses with EPERM; without x32 support, ENOSYS.
     assert lines["i386 reboot"] == lines["x86_64 reboot"] == "-1"
     assert lines["x32 reboot"] in ("-1", "-38")
+
+
+def test_kexec_mode_follows_what_is_installed(tmp_path: Path) -> None:
+    """No kexec in PATH: expect the clone by default and a one-line error for --kexec real."""
+    bindir = str(Path(sys.executable).parent)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    if shutil.which("kexec", path=env["PATH"]):
+        pytest.skip("a kexec outside /usr/sbin and /sbin")
+    khofs = [sys.executable, "-m", "khofs.cli", "run"]
+    r = subprocess.run([*khofs, "--", "sh", "-c", "command -v kexec"], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 0 and "/khofs-bin-" in r.stdout, r.stderr
+    r = subprocess.run([*khofs, "--kexec", "real", "--", "true"], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert (r.returncode, r.stderr.replace(LIBFUSE_NOISE, "")) == (
+        1, "khofs: --kexec=real: kexec-tools is not installed (no kexec in PATH)\n")
