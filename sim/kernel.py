@@ -101,6 +101,17 @@ _ACCEPTED_PREFIXES = tuple(kcmdline.Setup(prefix, lambda _p: 1) for prefix in (
     "transparent_hugepage="))
 
 
+def early(fn: Callable[[str | None], None]) -> Callable[[str | None], int]:
+    """An early_param handler from a function that raises OSError(errno) where C returns -errno."""
+    def handler(p: str | None) -> int:
+        try:
+            fn(p)
+        except OSError as e:
+            return -(e.errno or errno.EINVAL)
+        return 0
+    return handler
+
+
 def e820_type_name(type_: int) -> str:
     return _E820_NAMES.get(type_, f"type {type_}")
 
@@ -129,6 +140,8 @@ class Kernel:
         # The machine's user modules, built afresh into this kernel (their globals die with it).
         self.modules = [Module(self, source) for source in machine.modules]
         self.kexec = Kexec(self, get_random_bytes=machine.rng.randbytes)
+        # The architecture's hooks (sim.arch): generic code below calls nothing else arch-specific.
+        self.arch = machine.board.arch(self)
         self.swiotlb = Swiotlb()
         self.x86_swiotlb_enable = False
         self.no_iommu = False
@@ -141,7 +154,7 @@ class Kernel:
     # ------------------------------------------------------------------ boot
 
     def start_kernel(self) -> None:
-        self.setup_arch()
+        self.arch.setup_arch()
         self.printk.log(f"Kernel command line: {self.saved_command_line}", LOGLEVEL_NOTICE)
         params = [self.test_kho.max_mem] if self.test_kho else []
         init = kcmdline.InitArgs()
@@ -260,17 +273,8 @@ class Kernel:
 
     def _setup_table(self) -> list[kcmdline.EarlyParam | kcmdline.Setup]:
         """The .init.setup entries this kernel is built with, in link order."""
-        def early(fn: Callable[[str | None], None]) -> Callable[[str | None], int]:
-            def handler(p: str | None) -> int:
-                try:
-                    fn(p)
-                except OSError as e:
-                    return -(e.errno or errno.EINVAL)
-                return 0
-            return handler
-
         return [
-            kcmdline.EarlyParam("mem", early(self.parse_memopt)),
+            kcmdline.EarlyParam("mem", self.arch.early_mem),
             kcmdline.EarlyParam("kho", early(self.kho_parse_enable)),
             kcmdline.EarlyParam("kho_scratch", early(self.kho_parse_scratch_size)),
             kcmdline.EarlyParam("memblock", early(self.early_memblock)),
@@ -398,13 +402,13 @@ class Kernel:
         """x86 NUMA init from the SRAT: node ids on memory, then on early reservations."""
         mb = self.memblock
         nodes = set()
-        for blk in self.machine.srat:
+        for blk in self.machine.board.srat:
             mb.set_node(blk.start, blk.end - blk.start, mb.memory, blk.nid)
         for region in mb.memory.regions:
             if mb.numa_valid_node(region.nid):
                 nodes.add(region.nid)
         self.online_nodes = sorted(nodes)
-        for blk in self.machine.srat:
+        for blk in self.machine.board.srat:
             mb.set_node(blk.start, blk.end - blk.start, mb.reserved, blk.nid)
 
     def sparse_init(self) -> None:
@@ -451,7 +455,7 @@ class Kernel:
         return self.memblock.alloc_try_nid_raw(size, size, MAX_DMA_ADDRESS, MEMBLOCK_ALLOC_ACCESSIBLE, nid)
 
     def mm_core_init(self) -> None:
-        self.arch_mm_preinit()
+        self.arch.arch_mm_preinit()
         self.kho.kho_memory_init()
         self.memblock_free_all()
 
@@ -481,7 +485,7 @@ class Kernel:
     def do_initcalls(self) -> None:
         """rootfs_initcall, device_initcall then late_initcall, in link order (kernel/, mm/, lib/,
         then user modules)."""
-        self.pci_iommu_init()
+        self.arch.rootfs_initcall()
         self.memblock_init_debugfs()
         if self.test_kho is not None:
             self.test_kho.kho_test_init()
@@ -543,7 +547,11 @@ class Kernel:
         return self.page_alloc.totalram_pages
 
     def iomem(self) -> str:
-        """/proc/iomem: the e820 map, with the kernel image nested in the RAM that holds it."""
+        """/proc/iomem as the architecture prints it."""
+        return self.arch.iomem()
+
+    def e820_iomem(self) -> str:
+        """x86 /proc/iomem: the e820 map, with the kernel image nested in the RAM that holds it."""
         lines = []
         for e in self.e820_table:
             name = "System RAM" if e.type == E820_TYPE_RAM else "Reserved"

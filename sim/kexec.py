@@ -32,7 +32,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sim.bootparam import (
     BOOT_PARAMS_SIZE,
@@ -50,7 +50,7 @@ from sim.bootparam import (
     pack_setup_data,
 )
 from sim.bzimage import BZIMAGE64_PR_FMT as _PR_BZ
-from sim.bzimage import bzImage64_probe, kern16_size, make_bzimage, setup_header
+from sim.bzimage import kern16_size, make_bzimage, setup_header
 from sim.physmem import PhysMem
 from sim.printk import Printk
 from sim.sizes import PAGE_SIZE, SZ_1M, SZ_16M, U64_MAX, ULONG_MAX
@@ -98,6 +98,9 @@ COLD_BOOT_TYPE_OF_LOADER = 0xFF     # "boot loader without an assigned id" (boot
 
 _PR_FILE = "kexec_file: "
 
+if TYPE_CHECKING:
+    from sim.arch import Arch, KexecFileOps
+
 
 def ALIGN(x: int, a: int) -> int:
     """The kernel's mask-based ALIGN() on unsigned long."""
@@ -138,6 +141,11 @@ class KexecHost(Protocol):
     @property
     def totalram_pages(self) -> int: ...
 
+    @property
+    def arch(self) -> "Arch":
+        """The architecture's kexec_file_loaders and machine_kexec."""
+        ...
+
     def kexec_walk_memblock(self) -> list[tuple[int, int]]:
         """memblock's free ranges [start, end), ascending, that kexec_walk_memblock() visits.
 
@@ -173,6 +181,8 @@ class Kimage:
     kernel_load_addr: int = 0
     bootparam_load_addr: int = 0
     initrd_load_addr: int = 0
+    fops: "KexecFileOps | None" = None
+    arch: Any = None                  # struct kimage_arch: what the architecture's loader keeps
 
     @property
     def nr_segments(self) -> int:
@@ -399,7 +409,7 @@ class Kexec:
             return ret
         assert isinstance(kernel, bytes)
         self.kexec_dprintk(f"{_PR_FILE}kernel: {_hashed_ptr(id(kernel))} kernel_size: {len(kernel):#x}")
-        ret = bzImage64_probe(kernel, self.host.printk)
+        ret = self.kexec_image_probe_default(image, kernel)
         if ret:
             return ret
         initrd_buf: bytes | None = None
@@ -423,7 +433,18 @@ class Kexec:
         ret = self.host.kho.kho_fill_kimage(image)
         if ret:
             return ret
-        return self.bzImage64_load(image, kernel, initrd_buf, cmdline_buf)
+        assert image.fops is not None
+        return image.fops.load(self, image, kernel, initrd_buf, cmdline_buf)
+
+    def kexec_image_probe_default(self, image: Kimage, kernel: bytes) -> int:
+        """Walk the architecture's loaders; the last probe's answer if none takes the image."""
+        ret = -errno.ENOEXEC
+        for fops in self.host.arch.kexec_file_loaders:
+            ret = fops.probe(self, kernel)
+            if not ret:
+                image.fops = fops
+                return 0
+        return ret
 
     def sanity_check_segment_list(self, image: Kimage) -> int:
         for seg in image.segments:
@@ -606,10 +627,10 @@ class Kexec:
     # -- reboot --
 
     def machine_kexec(self) -> tuple[int, int]:
-        """Copy every segment to its destination and "jump": return (kernel load address, boot_params).
+        """Copy every segment to its destination and "jump": return what the architecture's
+        machine_kexec starts the next kernel with (kernel load address, boot register).
 
-        kernel_kexec() refuses with -EINVAL when nothing is loaded.  The returned
-        values are what purgatory's entry64_regs (now in RAM) hold: rip - 0x200 and rsi.
+        kernel_kexec() refuses with -EINVAL when nothing is loaded.
         """
         image = self.kexec_image
         if image is None:
@@ -618,8 +639,7 @@ class Kexec:
         for seg in image.segments:
             physmem.write(seg.mem, seg.buffer[:seg.bufsz])
             physmem.fill(seg.mem + seg.bufsz, seg.memsz - seg.bufsz, 0)
-        regs = read_entry64_regs(physmem, image.start)
-        return regs["rip"] - 0x200, regs["rsi"]
+        return self.host.arch.machine_kexec(image)
 
 
 def _kernel_read_file(data: bytes | int) -> int:

@@ -3,10 +3,12 @@
 The machine outlives its kernels.  A kernel is constructed from what hardware
 hands over — physical memory, the NUMA description firmware publishes, and the
 two registers a boot loader or ``machine_kexec`` leaves behind (kernel load
-address, boot_params address) — and from nothing else.  This is what makes a
-kexec in the simulator honest: state reaches the next kernel only through RAM.
+address, and boot_params on x86_64 or the DTB on arm64) — and from nothing else.
+This is what makes a kexec in the simulator honest: state reaches the next kernel
+only through RAM.  ``arch`` picks the board (sim.arch): q35 for x86_64, QEMU virt
+for arm64 (sim.arch.arm64.virt).
 
-Firmware map (QEMU q35 style, see README "The machine model"):
+x86_64 firmware map (QEMU q35 style, see README "The machine model"):
   usable [0, 0x9fc00), reserved [0x9fc00, 0xa0000) and [0xf0000, 0x100000),
   usable [1 MiB, lowmem) with lowmem = 2 GiB, or all RAM when RAM < 2.75 GiB,
   the rest of RAM from 4 GiB up.  NUMA nodes take RAM in address order in
@@ -20,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from sim.arch import ARCHES, board_class
 from sim.bootparam import E820_TYPE_RAM, E820_TYPE_RESERVED, E820Entry
-from sim.bzimage import read_kernel_info
 from sim.cmdline import memparse
 from sim.kernel import Kernel
-from sim.kexec import write_cold_boot
 from sim.kho_sanitizer import KhoSanitizer
 from sim.memblock import MAX_NUMNODES
 from sim.module import ModuleSource
@@ -115,7 +116,10 @@ class Machine:
                  kernel_version: str = "6.16", scrub: bool = False, test_kho: bool = False,
                  kernel_size: int | str = SZ_32M, initrd: bytes | None = None, seed: int = 0,
                  kho_sanitizer: bool = False,
-                 modules: Sequence[str | Path | ModuleType] = ()) -> None:
+                 modules: Sequence[str | Path | ModuleType] = (), arch: str = "x86_64") -> None:
+        if arch not in ARCHES:
+            raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHES)}")
+        self.arch = arch
         self.mem = _size(mem)
         if not 1 <= nodes <= MAX_NUMNODES:
             raise ValueError(f"{nodes} NUMA nodes: the kernel supports 1 to {MAX_NUMNODES}")
@@ -132,9 +136,9 @@ class Machine:
         self.test_kho = test_kho
         # KHO users built into every kernel of this machine (FILE.py paths or imported modules).
         self.modules = [ModuleSource.load(module) for module in modules]
-        self.e820 = q35_e820(self.mem)
-        self.srat = numa_memblks(self.mem, nodes)
-        self.physmem = PhysMem(ram_spans(self.mem)[-1][1])
+        # The board: q35 for x86_64, virt for arm64 (sim.arch): RAM layout, firmware, cold boot.
+        self.board = board_class(arch)(self)
+        self.physmem = PhysMem(self.board.ram_end)
         # One CPU (QEMU's default -smp 1): it sizes the swiotlb areas.
         self.nr_cpus = 1
         # The hardware random number generator (get_random_u32 and friends).
@@ -148,11 +152,8 @@ class Machine:
         self.halted = False
 
     def boot(self) -> Kernel:
-        """Power on: firmware and boot loader put the kernel, its command line and boot_params in RAM."""
-        write_bios_data_area(self.physmem)
-        load_addr, boot_params = write_cold_boot(
-            self.physmem, self.e820, self.cmdline, self.kernel_version, self.kernel_size,
-            initrd=self.initrd)
+        """Power on: firmware and boot loader put the kernel, its command line and boot data in RAM."""
+        load_addr, boot_params = self.board.cold_boot()
         self.generation = 0
         self.halted = False
         return self._start(load_addr, boot_params)
@@ -170,7 +171,7 @@ class Machine:
         return self._start(load_addr, boot_params)
 
     def _start(self, load_addr: int, boot_params: int) -> Kernel:
-        info = read_kernel_info(self.physmem, load_addr)
+        info = self.board.read_kernel_info(self.physmem, load_addr)
         if info is None:
             raise RuntimeError(f"no bootable kernel at {load_addr:#x}")
         self.kernel = Kernel(self, info, load_addr, boot_params)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+from sim.arch.x86 import X86
 from sim.bootparam import (
     E820_TYPE_RAM,
     E820_TYPE_RESERVED,
@@ -90,6 +91,7 @@ class Host:
         self.e820_table_kexec = e820
         self.kho: KhoOff | KhoOn = kho or KhoOff()
         self.totalram_pages = sum(e.size for e in e820 if e.type == E820_TYPE_RAM) // PAGE_SIZE
+        self.arch = X86(self)       # its loaders and machine_kexec use only physmem and printk
 
     def kexec_walk_memblock(self) -> list[tuple[int, int]]:
         return sorted((e.addr, e.addr + e.size) for e in self.e820_table_kexec if e.type == E820_TYPE_RAM)

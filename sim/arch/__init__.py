@@ -1,0 +1,107 @@
+"""arch/: the one interface generic kernel code calls, and the architectures behind it.
+
+As in the kernel, generic code never asks which architecture it runs on: it calls a
+hook, and the base class `Arch` supplies the generic fallback (the ``#ifndef arch_...``
+defaults of include/linux/kexec.h and friends) where an architecture has nothing to add.
+Each architecture names what it must (`name`, `kexec_file_loaders`) and fails at class
+creation when it does not, as the kernel's ``#error KEXEC_ARCH not defined`` does.
+
+The hooks: ``setup_arch`` (memory discovery, early reservations, the KHO transport read
+back into the generic ``kho_populate``), ``arch_mm_preinit``, ``early_mem`` (``mem=``),
+``kexec_file_loaders`` (tuple of `KexecFileOps`, walked by kexec_image_probe_default),
+``machine_kexec`` (the registers the next kernel starts with) and what user space reads
+of the platform (``iomem``, ``firmware_files``).  Arch state of a loaded image lives in
+``Kimage.arch``.
+"""
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from sim.kernel import Kernel
+    from sim.kexec import Kexec, Kimage
+    from sim.machine import Machine
+    from sim.physmem import PhysMem
+
+# uname -m of each architecture and the module that implements it.
+ARCHES = {"x86_64": "sim.arch.x86", "arm64": "sim.arch.arm64"}
+
+
+@dataclass(frozen=True)
+class KexecFileOps:
+    """struct kexec_file_ops: probe(kexec, kernel) and load(kexec, image, kernel, initrd, cmdline),
+    each returning 0 or -errno, as kexec_file.c calls them."""
+
+    probe: Callable[["Kexec", bytes], int]
+    load: Callable[["Kexec", "Kimage", bytes, bytes | None, bytes], int]
+
+
+class Arch:
+    """The architecture of one running kernel; subclasses override the hooks they implement."""
+
+    name: ClassVar[str]
+    kexec_file_loaders: ClassVar[tuple[KexecFileOps, ...]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for const in ("name", "kexec_file_loaders"):
+            if not hasattr(cls, const):
+                raise TypeError(f"{cls.__name__} must define {const}")
+
+    def __init__(self, kernel: "Kernel") -> None:
+        self.k = kernel
+
+    def setup_arch(self) -> None:
+        raise NotImplementedError
+
+    def arch_mm_preinit(self) -> None:
+        """Generic: nothing to set up before the page allocator takes over."""
+
+    def early_mem(self, p: str | None) -> int:
+        """early_param("mem"): generic kernels have none, so the option is unknown (1)."""
+        return 1
+
+    def rootfs_initcall(self) -> None:
+        """Architecture initcalls that print at boot; none by default."""
+
+    def machine_kexec(self, image: "Kimage") -> tuple[int, int]:
+        """After the segments are in place: (entry point, the boot register) the next kernel gets."""
+        raise NotImplementedError
+
+    def iomem(self) -> str:
+        """/proc/iomem."""
+        raise NotImplementedError
+
+    def firmware_files(self) -> dict[str, bytes]:
+        """Platform files under /sys/firmware and /proc (path -> content); none by default."""
+        return {}
+
+
+class Board:
+    """The machine's firmware for one architecture: RAM layout, cold boot, the kernel header it loads."""
+
+    arch: ClassVar[type[Arch]]
+
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+
+    @property
+    def ram_end(self) -> int:
+        raise NotImplementedError
+
+    def cold_boot(self) -> tuple[int, int]:
+        """Put the kernel and what it boots with in RAM: (kernel load address, boot register)."""
+        raise NotImplementedError
+
+    def read_kernel_info(self, physmem: "PhysMem", load_addr: int) -> Any:
+        """The KernelInfo of the image at load_addr, or None."""
+        raise NotImplementedError
+
+
+def board_class(arch: str) -> type[Board]:
+    """The board a Machine(arch=...) is: q35 for x86_64, virt for arm64."""
+    if arch not in ARCHES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHES)}")
+    return importlib.import_module(ARCHES[arch]).BOARD
