@@ -5,13 +5,13 @@
     khofs run [machine options] -- CMD ARGS...      CMD sees the machine at the real paths
     khofs attach MOUNTPOINT -- CMD ARGS...          the same, on the machine a `khofs mount` serves
     khofs shell [machine options | --attach MOUNTPOINT]   an interactive bash there, prompt `(khofs) `
-    khofs mkimage OUT [--kernel-version V] [--cmdline S]   a bzImage to kexec into
+    khofs mkimage OUT [--kernel-version V] [--cmdline S] [--arch A]   a bzImage or arm64 Image to kexec into
     khofs dmesg [util-linux dmesg options]          the kernel log (the `dmesg` inside `run`)
     khofs decode [PATH] [--mem FILE] [--json]       a KHO hand-over as the kernel reads it
     khofs memmap [--svg FILE] [--json] [--before-after]   the physical memory map
 
 `run` and `attach` re-execute themselves under `unshare -m --propagation private`, so their bind
-mounts (/sys/kernel, /proc/cmdline, /proc/iomem, /dev/mem) exist only for CMD
+mounts (/sys/kernel, /sys/firmware on arm64, /proc/cmdline, /proc/iomem, /dev/mem) exist only for CMD
 and vanish with it: the host's mount table is never touched.  A bind target the
 host lacks (containers often have no /dev/mem) is skipped, not created: use
 $KHOFS_ROOT/dev/mem there.
@@ -36,7 +36,7 @@ from typing import Any
 _MOUNT_WAIT_S = 10.0
 
 # What `khofs run` binds over the host's files: (path in the mount, path on the box).
-BINDS = (("sys/kernel", "/sys/kernel"), ("proc/cmdline", "/proc/cmdline"),
+BINDS = (("sys/kernel", "/sys/kernel"), ("sys/firmware", "/sys/firmware"), ("proc/cmdline", "/proc/cmdline"),
          ("proc/iomem", "/proc/iomem"), ("dev/mem", "/dev/mem"))
 
 
@@ -72,6 +72,8 @@ class MachineOption:
 
 # Every Machine keyword the CLI offers, in one table (`mount`, `run` and `shell` share it).
 MACHINE_OPTIONS = (
+    MachineOption("arch", {"default": "x86_64", "choices": ("x86_64", "arm64"),
+                           "help": "x86_64 (default, a q35 PC) or arm64 (a QEMU virt board)"}),
     MachineOption("mem", {"default": "8G", "help": "RAM size, memparse syntax (default 8G)"}),
     MachineOption("nodes", {"type": int, "default": 2, "help": "NUMA nodes (default 2)"}),
     MachineOption("cmdline", {"default": "", "help": "the boot loader's kernel command line"}),
@@ -260,6 +262,8 @@ def _enter(root: str, command: list[str] | None, cwd: str, kexec: str | None) ->
         for inside, target in BINDS:
             if not os.path.exists(target):          # e.g. no /dev/mem in a container: use $KHOFS_ROOT/dev/mem
                 continue
+            if not os.path.exists(os.path.join(root, inside)):     # sys/firmware: arm64 machines only
+                continue
             _bind(os.path.join(root, inside), target)
             bound.append(target)
         path = f"{shims}:{clone + ':' if mode == 'clone' else ''}{os.environ.get('PATH', '')}"
@@ -333,8 +337,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
 # -- mkimage --
 
 def cmd_mkimage(args: argparse.Namespace) -> int:
-    from sim.bzimage import make_bzimage
-    image = make_bzimage(kernel_version=args.kernel_version, cmdline=args.cmdline)
+    from sim.arch import make_kernel_image
+    image = make_kernel_image(args.arch, args.kernel_version, args.cmdline)
     with open(args.out, "wb") as f:
         f.write(image)
     return 0
@@ -390,10 +394,12 @@ def parser() -> argparse.ArgumentParser:
     _run_options(s)
     s.set_defaults(func=cmd_shell)
 
-    i = sub.add_parser("mkimage", help="write a bootable bzImage of the simulated kernel")
+    i = sub.add_parser("mkimage", help="write a bootable kernel image (x86_64 bzImage, arm64 Image)")
     i.add_argument("out")
     i.add_argument("--kernel-version", default="6.16")
     i.add_argument("--cmdline", default="", help="built-in command line (CONFIG_CMDLINE)")
+    i.add_argument("--arch", default="x86_64", choices=("x86_64", "arm64"),
+                   help="x86_64 (a bzImage, default) or arm64 (an Image)")
     i.set_defaults(func=cmd_mkimage)
 
     c = sub.add_parser("decode", help="decode a KHO hand-over (root FDT, sub-FDTs, preserved memory)")

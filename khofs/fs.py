@@ -7,6 +7,8 @@ The tree mirrors the paths a KHO workflow touches on a real box, so that
     sys/kernel/kexec_loaded       "%d\\n" (sysfs, 0444)
     sys/kernel/kexec_crash_loaded "%d\\n" (sysfs, 0444)
     proc/cmdline, proc/iomem      procfs text files
+    proc/sys/kernel/arch          the architecture (x86_64, aarch64)
+    sys/firmware/fdt, sys/firmware/devicetree/base/..., proc/device-tree -> (arm64) the device tree
     dev/mem                       physical memory, offset = physical address
     khofs/syscall                 the control channel the `kexec` command calls through
     khofs/dmesg                   the kernel log as dmesg prints it
@@ -86,6 +88,29 @@ class KernelLike(Protocol):
     def uptime(self) -> str: ...
     def kexec_file_load(self, kernel: bytes | int, initrd: bytes | int | None, cmdline: str | bytes | int,
                         flags: int = 0) -> None: ...
+    def platform_files(self) -> dict[str, tuple[int, bytes]]: ...
+    def platform_links(self) -> dict[str, str]: ...
+
+
+@dataclass
+class _Platform:
+    """One kernel's platform files, and the directories and links they make."""
+
+    files: dict[str, tuple[int, bytes]]
+    links: dict[str, str]
+    dirs: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for path in [*self.files, *self.links]:
+            parent, _, name = path.rpartition("/")
+            while True:
+                children = self.dirs.setdefault(parent or "/", [])
+                if name in children:
+                    break
+                children.append(name)
+                if not parent:
+                    break
+                parent, _, name = parent.rpartition("/")
 
 
 class MachineLike(Protocol):
@@ -165,6 +190,7 @@ class KhoFs(mfusepy.Operations):
         self._next_fh = 1
         self._mount_time_ns = time.time_ns()
         self._kmem_gid = _gid("kmem")
+        self._platform_of: tuple[Any, _Platform] | None = None
 
     # -- helpers --
 
@@ -210,6 +236,22 @@ class KhoFs(mfusepy.Operations):
             return "".join(line + "\n" for line in self._machine.kho_sanitizer.log).encode()
         raise _err(errno.ENOENT)
 
+    @property
+    def _platform(self) -> _Platform:
+        """The running kernel's platform files (built once per kernel)."""
+        k = self._kernel
+        if self._platform_of is None or self._platform_of[0] is not k:
+            self._platform_of = (k, _Platform(k.platform_files(), k.platform_links()))
+        return self._platform_of[1]
+
+    def _children(self, path: str) -> list[str]:
+        """Entries of a directory outside debugfs, fixed ones first; KeyError if it is none."""
+        extra = self._platform.dirs.get(path)
+        if path not in _DIRS and extra is None:
+            raise KeyError(path)
+        fixed = [name for name in _DIRS.get(path, []) if not self._absent(f"{path.rstrip('/')}/{name}")]
+        return fixed + [name for name in extra or [] if name not in fixed]
+
     def _absent(self, path: str) -> bool:
         """The sanitizer's file exists only on a machine with a sanitizer."""
         return path == SANITIZER_PATH and self._machine.kho_sanitizer is None
@@ -234,10 +276,17 @@ class KhoFs(mfusepy.Operations):
         if rel is not None:
             st = self._kernel.debugfs.stat(rel)
             return self._stat(st.st_mode, st.st_nlink, st.st_gid)
-        if path in _DIRS:
-            children = (f"{path.rstrip('/')}/{name}" for name in _DIRS[path])
-            subdirs = sum(1 for child in children if child in _DIRS or child == DEBUGFS_ROOT)
+        platform = self._platform
+        if path in _DIRS or path in platform.dirs:
+            children = [f"{path.rstrip('/')}/{name}" for name in self._children(path)]
+            subdirs = sum(1 for child in children
+                          if child in _DIRS or child in platform.dirs or child == DEBUGFS_ROOT)
             return self._stat(stat.S_IFDIR | 0o755, 2 + subdirs)
+        if path in platform.files:
+            mode, content = platform.files[path]
+            return {**self._stat(stat.S_IFREG | mode), "st_size": len(content)}
+        if path in platform.links:
+            return {**self._stat(stat.S_IFLNK | 0o777), "st_size": len(platform.links[path])}
         if path in _FILE_MODES and not self._absent(path):
             gid = self._kmem_gid if path == DEV_MEM else 0
             return self._stat(stat.S_IFREG | _FILE_MODES[path], gid=gid)
@@ -249,9 +298,27 @@ class KhoFs(mfusepy.Operations):
         rel = self._debugfs_path(path)
         if rel is not None:
             return [".", "..", *self._kernel.debugfs.listdir(rel)]
-        if path in _DIRS:
-            return [".", "..", *(name for name in _DIRS[path] if not self._absent(f"{path}/{name}"))]
-        raise _err(errno.ENOTDIR if path in _FILE_MODES else errno.ENOENT)
+        try:
+            return [".", "..", *self._children(path)]
+        except KeyError:
+            pass
+        platform = self._platform
+        raise _err(errno.ENOTDIR if path in _FILE_MODES or path in platform.files else errno.ENOENT)
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def readlink(self, path: str) -> str:
+        target = self._platform.links.get(path)
+        if target is None:
+            raise _err(errno.EINVAL if self._exists(path) else errno.ENOENT)
+        return target
+
+    def _exists(self, path: str) -> bool:
+        try:
+            self.getattr(path)
+        except mfusepy.FuseOSError:
+            return False
+        return True
 
     # -- files --
 
@@ -270,8 +337,12 @@ class KhoFs(mfusepy.Operations):
         elif path in _SYSFS_FILES:
             if writing:                 # kernfs_fop_open: no ->write, no write access
                 raise _err(errno.EACCES)
+        elif path in self._platform.files:
+            if writing:                 # read-only sysfs and sysctl files
+                raise _err(errno.EACCES)
+            handle.content = self._platform.files[path][1]
         elif path not in _FILE_MODES or self._absent(path):
-            raise _err(errno.EISDIR if path in _DIRS else errno.ENOENT)
+            raise _err(errno.EISDIR if path in _DIRS or path in self._platform.dirs else errno.ENOENT)
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = handle
@@ -299,7 +370,7 @@ class KhoFs(mfusepy.Operations):
             dentry = self._live_dentry(handle)
             if handle.content is None or (offset == 0 and not isinstance(dentry, Blob)):
                 handle.content = dentry.read()
-        elif handle.content is None or offset == 0:
+        elif handle.content is None or (offset == 0 and handle.path not in self._platform.files):
             handle.content = self._text(handle.path)
         return handle.content[offset:offset + size]
 
@@ -331,7 +402,7 @@ class KhoFs(mfusepy.Operations):
             if self._kernel.debugfs.stat(rel).st_mode & stat.S_IFDIR:
                 raise _err(errno.EISDIR)
             return 0
-        if path in _SYSFS_FILES:
+        if path in _SYSFS_FILES or path in self._platform.files:
             raise _err(errno.EACCES)
         if path in _FILE_MODES and not self._absent(path):
             return 0

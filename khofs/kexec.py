@@ -1,7 +1,9 @@
-"""`kexec`: a kexec-tools 2.0.25 (x86_64) clone whose system calls go to the simulated kernel.
+"""`kexec`: a kexec-tools 2.0.25 (x86_64 and arm64) clone whose system calls go to the simulated kernel.
 
-The user-space logic of kexec-tools' kexec/kexec.c and kexec/arch/x86_64 is
-reproduced: option parsing (glibc getopt_long, messages included), the order of
+The user-space logic of kexec-tools' kexec/kexec.c, kexec/arch/x86_64 and
+kexec/arch/arm64 is reproduced, for the architecture the machine reports in
+$KHOFS_ROOT/proc/sys/kernel/arch (kexec-tools is built for one; the clone is the
+build that matches the machine): option parsing (glibc getopt_long, messages included), the order of
 checks, every message and exit status (EFAILED -1 -> 255, EFALLBACK -3 -> 253,
 die() -> 1).  2.0.25 is what Debian 12 ships; its messages were checked against
 that binary.  Only the system calls differ: kexec_file_load(2), kexec_load(2) and
@@ -25,7 +27,8 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from khofs.kexec_usage import USAGE
+from khofs.kexec_usage import ARM64_USAGE, USAGE
+from sim.fdt import fdt_check_header
 from sim.reboot import LINUX_REBOOT_CMD_KEXEC, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2
 
 PACKAGE_STRING = "kexec-tools 2.0.25"
@@ -53,7 +56,9 @@ class LongOpt:
 
 
 def _table() -> tuple[LongOpt, ...]:
-    """KEXEC_ALL_OPTIONS for x86_64, in table order (glibc lists ambiguities in this order)."""
+    """KEXEC_ALL_OPTIONS for x86_64, in table order (glibc lists ambiguities in this order).
+
+    The first 25 are KEXEC_OPTIONS, the core every architecture shares."""
     main = [("help", 0, "h"), ("version", 0, "v"), ("force", 0, "f"), ("exec", 0, "e"),
             ("exec-live-update", 0, "exec-live-update"), ("load", 0, "l"),
             ("load-preserve-context", 0, "load-preserve-context"),
@@ -78,8 +83,39 @@ def _table() -> tuple[LongOpt, ...]:
 
 
 LONG_OPTIONS = _table()
-SHORT_OPTIONS = "h?vdfixyluet:pscaS"     # KEXEC_OPT_STR; x86_64 adds none
-_ARCH_VALS = {o.val for o in LONG_OPTIONS if o.arch}
+SHORT_OPTIONS = "h?vdfixyluet:pscaS"     # KEXEC_OPT_STR; neither x86_64 nor arm64 adds any
+KEXEC_OPTIONS = LONG_OPTIONS[:25]
+# kexec/arch/arm64/include/arch/options.h: all below OPT_ARCH_MAX, so none is "bogus" without -l.
+ARM64_LONG_OPTIONS = (*KEXEC_OPTIONS, *(LongOpt(n, bool(a), v) for n, a, v in (
+    ("append", 1, "append"), ("command-line", 1, "append"), ("dtb", 1, "dtb"), ("initrd", 1, "ramdisk"),
+    ("ramdisk", 1, "ramdisk"), ("reuse-cmdline", 0, "reuse-cmdline"))))
+# kexec/arch/arm64/kexec-arm64.c file_type[], in probe order.
+ARM64_FILE_TYPES = ("vmlinux", "Image", "uImage", "zImage")
+ARM64_IMAGE_MAGIC = b"ARM\x64"
+
+
+@dataclass(frozen=True)
+class KexecArch:
+    """What one kexec-tools build knows: its options, file types (probe order) and --help text."""
+
+    uname: str                              # /proc/sys/kernel/arch
+    long_options: tuple[LongOpt, ...]
+    file_types: tuple[str, ...]
+    image_type: str                         # the one type the simulated kernels boot
+    usage: str
+
+    @property
+    def arch_vals(self) -> set[str]:
+        return {o.val for o in self.long_options if o.arch}
+
+    def probe(self, buf: bytes) -> bool:
+        """The user-space probe of image_type (every other type's probe fails on our images)."""
+        return (bzImage64_probe(buf) if self.image_type == "bzImage64" else image_arm64_probe(buf)) == 0
+
+
+X86_64 = KexecArch("x86_64", LONG_OPTIONS, FILE_TYPES, "bzImage64", USAGE)
+ARM64 = KexecArch("aarch64", ARM64_LONG_OPTIONS, ARM64_FILE_TYPES, "Image", ARM64_USAGE)
+KEXEC_ARCHES = {a.uname: a for a in (X86_64, ARM64)}
 
 
 def _err(text: str) -> None:
@@ -94,7 +130,8 @@ def die(text: str) -> SystemExit:
     return SystemExit(1)
 
 
-def getopt_long(argv: list[str], operands: list[str]) -> Iterator[tuple[str, str | None]]:
+def getopt_long(argv: list[str], operands: list[str],
+                long_options: tuple[LongOpt, ...] = LONG_OPTIONS) -> Iterator[tuple[str, str | None]]:
     """glibc getopt_long with argument permutation, lazily: an error prints glibc's message
     when its turn comes and yields ('?', None); non-options are appended to `operands`."""
     i = 0
@@ -106,8 +143,8 @@ def getopt_long(argv: list[str], operands: list[str]) -> Iterator[tuple[str, str
             break
         if arg.startswith("--"):
             name, eq, value = arg[2:].partition("=")
-            exact = [o for o in LONG_OPTIONS if o.name == name]
-            found = exact or [o for o in LONG_OPTIONS if o.name.startswith(name)]
+            exact = [o for o in long_options if o.name == name]
+            found = exact or [o for o in long_options if o.name.startswith(name)]
             if not found:
                 _err(f"{PROG}: unrecognized option '--{name}'\n")
                 yield "?", None
@@ -182,6 +219,7 @@ class Kexec:
     """One invocation: the state kexec-tools keeps in globals and main()'s locals."""
 
     root: str
+    arch: KexecArch = X86_64
     kexec_flags: int = 0
     kexec_file_flags: int = 0
     opts: list[tuple[str, str | None]] = field(default_factory=list)
@@ -298,7 +336,7 @@ class Kexec:
     def do_kexec_file_load(self, operands: list[str], flags: int) -> int:
         if not operands:
             _err("No kernel specified\n")
-            usage()
+            usage(self.arch)
             return EFAILED
         kernel = operands[0]
         try:
@@ -307,10 +345,10 @@ class Kexec:
             _err(f"Failed to open file {kernel}:{e.strerror}\n")
             return EFAILED
         kernel_buf = self.slurp_file(kernel, "Cannot open `%s': %s\n")
-        if bzImage64_probe(kernel_buf) < 0:
+        if not self.arch.probe(kernel_buf):
             _err(f"Cannot determine the file type of {kernel}\n")
             return EFAILED
-        loaded = self.bzImage64_load_file()
+        loaded = self.load_file()
         if loaded is None:
             _err(f"Cannot load {kernel}\n")
             return EFAILED
@@ -325,8 +363,9 @@ class Kexec:
             return EFAILED
         return 0
 
-    def bzImage64_load_file(self) -> tuple[str, bytes | None] | None:
-        """The x86_64 loader in file mode: command line and initrd, nothing else."""
+    def load_file(self) -> tuple[str, bytes | None] | None:
+        """bzImage64's or image_arm64's loader in file mode: command line and initrd, nothing else
+        (arm64's --dtb is for kexec_load only: the kernel builds the next DT itself)."""
         reuse: str | None = None
         append: str | None = None
         ramdisk: str | None = None
@@ -341,7 +380,7 @@ class Kexec:
             elif val in ("real-mode", "entry-32bit"):
                 other_entry = True
         command_line = concat_cmdline(reuse, append) or ""
-        if other_entry:
+        if other_entry:                 # x86_64's --real-mode / --entry-32bit
             _err("Kexec2 syscall does not support 16bit or 32bit entry yet\n")
             return None
         initrd = None
@@ -358,26 +397,49 @@ class Kexec:
         """The kexec_load(2) path: user space builds the segments, so the file must be a known type."""
         if not operands:
             _err("No kernel specified\n")
-            usage()
+            usage(self.arch)
             return -1
         kernel = operands[0]
         kernel_buf = self.slurp_file(kernel, "Cannot open `%s': %s\n")
-        matches = bzImage64_probe(kernel_buf) == 0
+        matches = self.arch.probe(kernel_buf)
+        image_type = self.arch.image_type
         if type_ is not None:
-            if type_ not in FILE_TYPES:
+            if type_ not in self.arch.file_types:
                 _err(f"Unsupported kernel type {type_}\n")
                 return -1
-            if type_ != "bzImage64" and matches:
-                _err(f"Wrong file type {type_}, file matches type bzImage64\n")
+            if type_ != image_type and matches:
+                _err(f"Wrong file type {type_}, file matches type {image_type}\n")
                 return -1
         if not matches:
             _err(f"Cannot determine the file type of {kernel}\n")
+            return -1
+        if self.arch is ARM64 and not self.arm64_dtb_ok():
+            _err("kexec: load failed.\n")
+            _err(f"Cannot load {kernel}\n")
             return -1
         err = self.syscall({"call": "kexec_load", "flags": self.kexec_flags})
         if err:
             _err(f"kexec_load failed: {os.strerror(err)}\n")
             return -1
         return 0
+
+    def arm64_dtb_ok(self) -> bool:
+        """arm64_load_other_segments(): the DT for the next kernel (--dtb FILE, else the running
+        kernel's /sys/firmware/fdt) must read and pass fdt_check_header (setup_2nd_dtb)."""
+        dtb = next((arg for val, arg in reversed(self.opts) if val == "dtb"), None)
+        if dtb is None:
+            try:
+                with open(self._path("/sys/firmware/fdt"), "rb") as f:
+                    buf = f.read()
+            except OSError:
+                _err("kexec: Error: No device tree available.\n")
+                return False
+        else:
+            buf = self.slurp_file(dtb, "Unable to open %s: %s\n")
+        if fdt_check_header(buf):
+            _err("kexec: Invalid 2nd device tree.\n")
+            return False
+        return True
 
     def kexec_file_unload(self) -> int:
         err = self.kexec_file_load(b"", None, "", self.kexec_file_flags)
@@ -412,13 +474,13 @@ class Kexec:
         mem_max = ULONG_MAX
 
         operands: list[str] = []
-        for opt, arg in getopt_long(argv, operands):
+        for opt, arg in getopt_long(argv, operands, self.arch.long_options):
             self.opts.append((opt, arg))
             if opt == "?":
-                usage()
+                usage(self.arch)
                 return 1
             if opt == "h":
-                usage()
+                usage(self.arch)
                 return 0
             if opt == "v":
                 version()
@@ -442,7 +504,7 @@ class Kexec:
                 value, rest = strtoul(arg or "")
                 if rest:
                     _err(f"Bad option value in --{opt}={arg}\n")
-                    usage()
+                    usage(self.arch)
                     return 1
                 if opt == "entry":
                     entry = value
@@ -494,8 +556,8 @@ class Kexec:
                       "\"--mem-max\" parameter\n")
         if do_load and self.kexec_flags & KEXEC_LIVE_UPDATE:
             raise die("--load-live-update can only be used with xen\n")
-        if not do_load and any(opt in _ARCH_VALS for opt, _ in self.opts):
-            usage()                     # "Check for bogus options"
+        if not do_load and any(opt in self.arch.arch_vals for opt, _ in self.opts):
+            usage(self.arch)                   # "Check for bogus options"
             return 1
         if do_kexec_file_syscall:
             if do_load_jump_back_helper and not do_kexec_fallback:
@@ -570,6 +632,11 @@ def concat_cmdline(base: str | None, append: str | None) -> str | None:
     return f"{base} {append}"
 
 
+def image_arm64_probe(buf: bytes) -> int:
+    """kexec-tools' arm64 Image probe: a full header with the ARM\\x64 magic."""
+    return 0 if len(buf) >= 64 and buf[56:60] == ARM64_IMAGE_MAGIC else -1
+
+
 def bzImage64_probe(buf: bytes) -> int:
     """kexec-tools' user-space probe (not the kernel's): a relocatable 64-bit bzImage, protocol >= 2.12."""
     if len(buf) < 2 * 512:
@@ -583,13 +650,22 @@ def bzImage64_probe(buf: bytes) -> int:
     return 0
 
 
+def machine_arch(root: str) -> KexecArch:
+    """The kexec-tools build for the machine at root (x86_64 when it does not say)."""
+    try:
+        with open(os.path.join(root, "proc/sys/kernel/arch")) as f:
+            return KEXEC_ARCHES.get(f.read().strip(), X86_64)
+    except OSError:
+        return X86_64
+
+
 def version() -> None:
     print(PACKAGE_STRING, flush=True)
 
 
-def usage() -> None:
+def usage(arch: KexecArch = X86_64) -> None:
     version()
-    sys.stdout.write(USAGE)
+    sys.stdout.write(arch.usage)
     sys.stdout.flush()
 
 
@@ -597,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: exit status as kexec-tools' main() returns it (-1 -> 255)."""
     root = os.environ.get("KHOFS_ROOT", DEFAULT_ROOT)
     try:
-        status = Kexec(root).main(sys.argv[1:] if argv is None else argv)
+        status = Kexec(root, machine_arch(root)).main(sys.argv[1:] if argv is None else argv)
     except SystemExit as e:
         status = e.code if isinstance(e.code, int) else 1
     except (OSError, ValueError) as e:

@@ -1,4 +1,4 @@
-"""kexec-tools 2.0.25 `kexec --help` text for x86_64, byte for byte (after the version line)."""
+"""kexec-tools 2.0.25 `kexec --help` text for x86_64 and arm64, byte for byte (after the version line)."""
 
 USAGE = (
     'Usage: kexec [OPTION]... [kernel]\n'
@@ -104,5 +104,37 @@ USAGE = (
     '     --pass-memmap-cmdline     Pass memory map via command line in kexec on panic case\n'
     '     --noefi                   Disable efi support\n'
     '     --reuse-video-type        Reuse old boot time video type blindly\n'
+    '\n'
+)
+
+# kexec.c's part, which every architecture prints before its file types.
+_CORE = USAGE[:USAGE.index("Supported kernel file types and options: \n")]
+
+# kexec/arch/arm64: the usage of vmlinux, Image, uImage and zImage, then arm64_opts_usage.
+ARM64_USAGE = (
+    _CORE
+    + 'Supported kernel file types and options: \n'
+    'vmlinux\n'
+    '     An ARM64 ELF image, big or little endian.\n'
+    '     Typically vmlinux or a stripped version of vmlinux.\n'
+    '\n'
+    'Image\n'
+    '     An ARM64 binary image, compressed or not, big or little endian.\n'
+    '     Typically an Image file.\n'
+    '\n'
+    'uImage\n'
+    '     An ARM64 U-boot uImage file, compressed or not, big or little endian.\n'
+    '\n'
+    'zImage\n'
+    '     An ARM64 zImage, compressed, big or little endian.\n'
+    '     Typically an Image.gz or Image.lzma file.\n'
+    '\n'
+    'Architecture options: \n'
+    '     --append=STRING       Set the kernel command line to STRING.\n'
+    '     --command-line=STRING Set the kernel command line to STRING.\n'
+    '     --dtb=FILE            Use FILE as the device tree blob.\n'
+    '     --initrd=FILE         Use FILE as the kernel initial ramdisk.\n'
+    '     --ramdisk=FILE        Use FILE as the kernel initial ramdisk.\n'
+    '     --reuse-cmdline       Use kernel command line from running system.\n'
     '\n'
 )

@@ -96,7 +96,8 @@ def linux_banner(kernel_version: str) -> str:
             f"({LINUX_COMPILER}) {_uts_version(kernel_version)}")
 
 
-def _payload(kernel_version: str, cmdline: bytes, init_size: int) -> bytes:
+def kernel_payload(kernel_version: str, cmdline: bytes, init_size: int) -> bytes:
+    """The payload header above and one page of "code": the part of any architecture's image we boot."""
     release = KERNEL_RELEASES[kernel_version].encode()
     rel_off = _PAYLOAD_HDR.size
     cmd_off = rel_off + len(release) + 1
@@ -122,7 +123,7 @@ def make_bzimage(kernel_version: str = "6.16", cmdline: str = "", init_size: int
         raise ValueError("CONFIG_CMDLINE must be shorter than COMMAND_LINE_SIZE and contain no NUL")
     if not 0 < init_size < 1 << 32:
         raise ValueError(f"init_size {init_size:#x} does not fit the setup header")
-    payload = _payload(kernel_version, builtin, init_size)
+    payload = kernel_payload(kernel_version, builtin, init_size)
     setup = bytearray((SETUP_SECTS + 1) * 512)
     version = kernel_version_string(kernel_version).encode() + b"\0"
     setup[KERNEL_VERSION_STRING_OFFSET:KERNEL_VERSION_STRING_OFFSET + len(version)] = version

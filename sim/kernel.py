@@ -154,6 +154,12 @@ class Kernel:
     # ------------------------------------------------------------------ boot
 
     def start_kernel(self) -> None:
+        self.arch.smp_setup_processor_id()
+        self.printk.log(linux_banner(self.info.version), LOGLEVEL_NOTICE)
+        if self.test_kho is not None and self.kver < (6, 17):
+            # A user asking for test_kho on 6.16 wants the self-test; it only uses 6.16's API.
+            self.printk.log("[khofs: CONFIG_TEST_KEXEC_HANDOVER: lib/test_kho.c first appeared in "
+                            "6.17 and is backported into this 6.16 kernel]", LOGLEVEL_NOTICE)
         self.arch.setup_arch()
         self.printk.log(f"Kernel command line: {self.saved_command_line}", LOGLEVEL_NOTICE)
         params = [self.test_kho.max_mem] if self.test_kho else []
@@ -171,11 +177,6 @@ class Kernel:
         """x86 setup_arch(), reduced to what memblock and KHO observe, in the kernel's order."""
         bp = BootParams.read(self.physmem, self.boot_params_phys)   # copy_bootdata()
         bootloader = read_boot_command_line(self.physmem, bp)
-        self.printk.log(linux_banner(self.info.version), LOGLEVEL_NOTICE)
-        if self.test_kho is not None and self.kver < (6, 17):
-            # A user asking for test_kho on 6.16 wants the self-test; it only uses 6.16's API.
-            self.printk.log("[khofs: CONFIG_TEST_KEXEC_HANDOVER: lib/test_kho.c first appeared in "
-                            "6.17 and is backported into this 6.16 kernel]", LOGLEVEL_NOTICE)
         # Printed before CONFIG_CMDLINE is merged in, so only the boot loader's part shows.
         self.printk.pr_info(f"Command line: {bootloader}")
         self.boot_command_line = apply_builtin_cmdline(self.info.builtin_cmdline, bootloader)
@@ -184,7 +185,7 @@ class Kernel:
         self.e820__memory_setup(bp)
         self.parse_setup_data(bp)
         self._e820_userdef = False
-        kcmdline.parse_early_param(self.boot_command_line, self._setup_table(), self.printk.log)
+        self.parse_early_param()
         self.e820__finish_early_params()
         self.e820__memblock_setup()
         self.reserve_real_mode()
@@ -251,11 +252,15 @@ class Kernel:
             return
         kho = KhoData.unpack(self.physmem.read(addr, KHO_DATA_SIZE))
         self.kho.kho_populate(kho.fdt_addr, kho.fdt_size, kho.scratch_addr, kho.scratch_size)
-        if self.kho.kho_in_scratch_phys and self.machine.scrub:
-            self._scrub_scratch()
+        self.scrub_scratch()
 
-    def _scrub_scratch(self) -> None:
-        """Simulator: scratch not reserved yet is reusable from now on, so a busy machine overwrites it."""
+    def scrub_scratch(self) -> None:
+        """Simulator: scratch not reserved yet is reusable from now on, so a busy machine overwrites it.
+
+        Each architecture calls this once the boot's own data (kernel, initrd, boot parameters or
+        DTB) is reserved; only a machine built with scrub and a KHO boot poisons anything."""
+        if not (self.kho.kho_in_scratch_phys and self.machine.scrub):
+            return
         mb = self.memblock
         for region in list(mb.memory.regions):
             if not region.flags & MEMBLOCK_KHO_SCRATCH:
@@ -270,6 +275,10 @@ class Kernel:
                 cur = max(cur, re_)
             if cur < end:
                 self.physmem.fill(cur, end - cur, PAGE_POISON)
+
+    def parse_early_param(self) -> None:
+        """init/main.c: the early_param handlers over the boot command line, once, from setup_arch."""
+        kcmdline.parse_early_param(self.boot_command_line, self._setup_table(), self.printk.log)
 
     def _setup_table(self) -> list[kcmdline.EarlyParam | kcmdline.Setup]:
         """The .init.setup entries this kernel is built with, in link order."""
@@ -399,17 +408,22 @@ class Kernel:
         mb.clear_kho_scratch(0, SZ_1M)
 
     def initmem_init(self) -> None:
-        """x86 NUMA init from the SRAT: node ids on memory, then on early reservations."""
+        """x86 NUMA init from the SRAT."""
+        self.numa_register_memblks([(blk.start, blk.end, blk.nid) for blk in self.machine.board.srat])
+
+    def numa_register_memblks(self, blks: list[tuple[int, int, int]]) -> None:
+        """mm/numa_memblks.c: node ids onto memory, the nodes that got some online, then the ids onto
+        early reservations.  blks are (start, end, nid) as firmware described them."""
         mb = self.memblock
         nodes = set()
-        for blk in self.machine.board.srat:
-            mb.set_node(blk.start, blk.end - blk.start, mb.memory, blk.nid)
+        for start, end, nid in blks:
+            mb.set_node(start, end - start, mb.memory, nid)
         for region in mb.memory.regions:
             if mb.numa_valid_node(region.nid):
                 nodes.add(region.nid)
         self.online_nodes = sorted(nodes)
-        for blk in self.machine.board.srat:
-            mb.set_node(blk.start, blk.end - blk.start, mb.reserved, blk.nid)
+        for start, end, nid in blks:
+            mb.set_node(start, end - start, mb.reserved, nid)
 
     def sparse_init(self) -> None:
         """mm/sparse.c: one sparse_init_nid per run of present sections on one node, in section order.
@@ -560,6 +574,13 @@ class Kernel:
                 end = self.load_addr + self.info.init_size - 1
                 lines.append(f"  {self.load_addr:08x}-{end:08x} : Kernel code")
         return "".join(line + "\n" for line in lines)
+
+    def platform_files(self) -> dict[str, tuple[int, bytes]]:
+        """Platform files (path -> (permission bits, content)): /proc/sys/kernel/arch, the DT on arm64."""
+        return self.arch.platform_files()
+
+    def platform_links(self) -> dict[str, str]:
+        return self.arch.platform_links()
 
     @property
     def kexec_loaded(self) -> bool:

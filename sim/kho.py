@@ -19,7 +19,6 @@ from sim import fdt as libfdt
 from sim.debugfs import Dentry
 from sim.kexec import KEXEC_BUF_MEM_UNKNOWN, KexecBuf, Kimage, kexec_add_buffer
 from sim.memblock import (
-    ARCH_LOW_ADDRESS_LIMIT,
     MEMBLOCK_ALLOC_ACCESSIBLE,
     MEMBLOCK_ALLOC_ANYWHERE,
     MEMBLOCK_KHO_SCRATCH,
@@ -239,7 +238,8 @@ class KexecHandover:
         if not self.scratch_scale:
             return
         mb = self.k.memblock
-        size = mb.reserved_kern_size(ARCH_LOW_ADDRESS_LIMIT, NUMA_NO_NODE) * self.scratch_scale // 100
+        low_limit = self.k.arch.arch_low_address_limit
+        size = mb.reserved_kern_size(low_limit, NUMA_NO_NODE) * self.scratch_scale // 100
         self.scratch_size_lowmem = round_up(size, CMA_MIN_ALIGNMENT_BYTES)
         size = mb.reserved_kern_size(MEMBLOCK_ALLOC_ANYWHERE, NUMA_NO_NODE) * self.scratch_scale // 100
         # phys_addr_t arithmetic: lowmem's rounding can exceed the total, and the u64 wraps back to 0.
@@ -267,7 +267,7 @@ class KexecHandover:
         if ok:
             plan: list[tuple[int, Callable[[int], int]]] = [
                 (self.scratch_size_lowmem, lambda size: mb.phys_alloc_range(
-                    size, CMA_MIN_ALIGNMENT_BYTES, 0, ARCH_LOW_ADDRESS_LIMIT)),
+                    size, CMA_MIN_ALIGNMENT_BYTES, 0, self.k.arch.arch_low_address_limit)),
                 (self.scratch_size_global, lambda size: mb.phys_alloc(size, CMA_MIN_ALIGNMENT_BYTES)),
             ]
             for nid in self.k.online_nodes:
@@ -716,7 +716,7 @@ class KexecHandover:
         return None
 
     def kho_populate(self, fdt_phys: int, fdt_len: int, scratch_phys: int, scratch_len: int) -> None:
-        """Called from x86 setup_data parsing, before memblock knows any RAM."""
+        """Called by each architecture's transport (x86 setup_data, arm64 /chosen) early in setup_arch."""
         err = self._kho_populate(fdt_phys, fdt_len, scratch_phys, scratch_len)
         if err:
             self.k.printk.pr_warn(f"KHO: disabling KHO revival: {err}")

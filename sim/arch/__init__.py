@@ -10,7 +10,7 @@ The hooks: ``setup_arch`` (memory discovery, early reservations, the KHO transpo
 back into the generic ``kho_populate``), ``arch_mm_preinit``, ``early_mem`` (``mem=``),
 ``kexec_file_loaders`` (tuple of `KexecFileOps`, walked by kexec_image_probe_default),
 ``machine_kexec`` (the registers the next kernel starts with) and what user space reads
-of the platform (``iomem``, ``firmware_files``).  Arch state of a loaded image lives in
+of the platform (``iomem``, ``platform_files``, ``platform_links``).  Arch state of a loaded image lives in
 ``Kimage.arch``.
 """
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from sim.kexec import Kexec, Kimage
     from sim.machine import Machine
     from sim.physmem import PhysMem
+
+from sim.memblock import ARCH_LOW_ADDRESS_LIMIT
 
 # uname -m of each architecture and the module that implements it.
 ARCHES = {"x86_64": "sim.arch.x86", "arm64": "sim.arch.arm64"}
@@ -42,19 +44,28 @@ class Arch:
     """The architecture of one running kernel; subclasses override the hooks they implement."""
 
     name: ClassVar[str]
+    uname_machine: ClassVar[str]      # utsname.machine, /proc/sys/kernel/arch
     kexec_file_loaders: ClassVar[tuple[KexecFileOps, ...]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for const in ("name", "kexec_file_loaders"):
+        for const in ("name", "uname_machine", "kexec_file_loaders"):
             if not hasattr(cls, const):
                 raise TypeError(f"{cls.__name__} must define {const}")
 
     def __init__(self, kernel: "Kernel") -> None:
         self.k = kernel
 
+    def smp_setup_processor_id(self) -> None:
+        """Before the banner: generic kernels print nothing."""
+
     def setup_arch(self) -> None:
         raise NotImplementedError
+
+    @property
+    def arch_low_address_limit(self) -> int:
+        """ARCH_LOW_ADDRESS_LIMIT: the generic 4 GiB - 1."""
+        return ARCH_LOW_ADDRESS_LIMIT
 
     def arch_mm_preinit(self) -> None:
         """Generic: nothing to set up before the page allocator takes over."""
@@ -74,8 +85,12 @@ class Arch:
         """/proc/iomem."""
         raise NotImplementedError
 
-    def firmware_files(self) -> dict[str, bytes]:
-        """Platform files under /sys/firmware and /proc (path -> content); none by default."""
+    def platform_files(self) -> dict[str, tuple[int, bytes]]:
+        """Files user space reads about the platform, path -> (permission bits, content)."""
+        return {"/proc/sys/kernel/arch": (0o444, f"{self.uname_machine}\n".encode())}
+
+    def platform_links(self) -> dict[str, str]:
+        """Symbolic links user space finds, path -> target; none by default."""
         return {}
 
 
@@ -98,6 +113,17 @@ class Board:
     def read_kernel_info(self, physmem: "PhysMem", load_addr: int) -> Any:
         """The KernelInfo of the image at load_addr, or None."""
         raise NotImplementedError
+
+    @staticmethod
+    def make_image(kernel_version: str, cmdline: str, size: int) -> bytes:
+        """A kernel image of this architecture; cmdline is its CONFIG_CMDLINE, size its init size."""
+        raise NotImplementedError
+
+
+def make_kernel_image(arch: str, kernel_version: str = "6.16", cmdline: str = "",
+                      size: int = 32 << 20) -> bytes:
+    """`khofs mkimage`: an x86_64 bzImage or an arm64 Image of the simulated kernel."""
+    return board_class(arch).make_image(kernel_version, cmdline, size)
 
 
 def board_class(arch: str) -> type[Board]:

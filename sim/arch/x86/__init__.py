@@ -7,7 +7,7 @@ The x86 boot steps still live on `sim.kernel.Kernel` and the bzImage64 loader on
 from typing import TYPE_CHECKING, ClassVar
 
 from sim.arch import Arch, Board, KexecFileOps
-from sim.bzimage import KernelInfo, bzImage64_probe, read_kernel_info
+from sim.bzimage import KernelInfo, bzImage64_probe, make_bzimage, read_kernel_info
 from sim.kernel import early
 from sim.kexec import Kexec, Kimage, read_entry64_regs, write_cold_boot
 from sim.machine import numa_memblks, q35_e820, ram_spans, write_bios_data_area
@@ -25,6 +25,7 @@ class X86(Arch):
     """x86_64: boot_params and setup_data carry the hand-over (SETUP_KEXEC_KHO)."""
 
     name = "x86_64"
+    uname_machine = "x86_64"
     kexec_file_loaders: ClassVar[tuple[KexecFileOps, ...]] = (
         KexecFileOps(_bzImage64_probe, Kexec.bzImage64_load),)
 
@@ -71,6 +72,10 @@ class Q35(Board):
 
     def read_kernel_info(self, physmem: PhysMem, load_addr: int) -> KernelInfo | None:
         return read_kernel_info(physmem, load_addr)
+
+    @staticmethod
+    def make_image(kernel_version: str, cmdline: str, size: int) -> bytes:
+        return make_bzimage(kernel_version, cmdline, size)
 
 
 BOARD = Q35

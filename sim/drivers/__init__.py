@@ -1,0 +1,1 @@
+"""drivers/: the few drivers memblock and KHO see at boot."""

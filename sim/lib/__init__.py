@@ -1,0 +1,1 @@
+"""lib/ and scripts/dtc/libfdt/: the kernel's library code."""
