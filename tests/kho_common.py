@@ -10,12 +10,14 @@ the spec rather than with itself.
 import random
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import fdt as pyfdt
+import libfdt  # pylibfdt: the kexec DT carries NOP tags (the boot's rng-seed) `fdt` rejects
+import pytest
 
-from sim.bzimage import make_bzimage
+from sim.arch import make_kernel_image
 from sim.kernel import Kernel
 from sim.machine import Machine
 from sim.physmem import PhysMem
@@ -37,11 +39,45 @@ DISABLING = "KHO: disabling KHO revival: -22"
 FOUND = "KHO: found kexec handover data. Will skip init for some devices"
 
 
+# The KHO suites run once per architecture, as the memblock suites run both directions: a module
+# that says `pytestmark = pytest.mark.usefixtures("arch")` (and imports `arch`) gets each test twice,
+# and a test about one architecture's transport pins it with `@only("x86_64")`.
+ARCHES = ("x86_64", "arm64")
+_ARCH = ["x86_64"]
+
+
+@pytest.fixture(params=ARCHES)
+def arch(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The architecture `boot()` and `machine()` build for this test."""
+    _ARCH[0] = request.param
+    yield request.param
+    _ARCH[0] = "x86_64"
+
+
+def only(arch_name: str) -> pytest.MarkDecorator:
+    """For a test of one architecture's own hand-over (x86 setup_data, arm64 /chosen)."""
+    return pytest.mark.parametrize("arch", [arch_name], indirect=True)
+
+
+def current_arch() -> str:
+    return _ARCH[0]
+
+
+def machine(**kw: object) -> Machine:
+    """Machine(**kw) of the architecture under test."""
+    return Machine(arch=current_arch(), **kw)  # type: ignore[arg-type]
+
+
 def boot(cmdline: str = CMDLINE, version: str = "6.16", test_kho: bool = False, scrub: bool = True,
          mem: str = "8G", nodes: int = 2, seed: int = 0) -> tuple[Machine, Kernel]:
-    m = Machine(mem=mem, nodes=nodes, cmdline=cmdline, kernel_version=version, scrub=scrub,
+    m = machine(mem=mem, nodes=nodes, cmdline=cmdline, kernel_version=version, scrub=scrub,
                 test_kho=test_kho, seed=seed)
     return m, m.boot()
+
+
+def make_image(version: str = "6.16", cmdline: str = "", arch: str | None = None) -> bytes:
+    """A kernel image of the architecture under test (a bzImage or an arm64 Image)."""
+    return make_kernel_image(arch or current_arch(), version, cmdline)
 
 
 def finalize(k: Kernel) -> None:
@@ -51,7 +87,7 @@ def finalize(k: Kernel) -> None:
 def load(k: Kernel, version: str | None = None, cmdline: str | None = None,
          initrd: bytes | None = None) -> None:
     """`kexec -s` (kexec_file_load), reusing the running command line unless told otherwise."""
-    image = make_bzimage(version or k.info.version)
+    image = make_kernel_image(k.machine.arch, version or k.info.version)
     flags = 0 if initrd else KEXEC_FILE_NO_INITRAMFS
     k.kexec_file_load(image, initrd, k.cmdline if cmdline is None else cmdline, flags)
 
@@ -248,6 +284,58 @@ def setup_data(read: Callable[[int, int], bytes], boot_params: int) -> list[Setu
         out.append(SetupData(pa, type_, length, read(pa + 16, length)))
         pa = nxt
     return out
+
+
+# Segments of a loaded image without KHO and without an initrd: x86 purgatory, boot_params and kernel;
+# arm64 kernel and DTB.  KHO adds the scratch array, an initrd one more.
+BASE_SEGMENTS = {"x86_64": 3, "arm64": 2}
+
+
+def _dtb_segment(k: Kernel) -> tuple[int, bytes]:
+    image = k.kexec.kexec_image
+    assert image is not None
+    seg = next(s for s in image.segments if s.mem == image.arch.dtb_mem)
+    return seg.mem, seg.buffer[:seg.bufsz]
+
+
+def handover(k: Kernel) -> tuple[int, int, int, int] | None:
+    """(fdt, fdt size, scratch array, its size) the loaded image hands over, as the architecture's
+    transport carries it: x86 SETUP_KEXEC_KHO, arm64 /chosen linux,kho-fdt and linux,kho-scratch."""
+    if k.machine.arch == "x86_64":
+        return kho_data(image_reader(k), boot_params_addr(k))
+    tree = libfdt.Fdt(_dtb_segment(k)[1])
+    chosen = tree.path_offset("/chosen")
+    props = [tree.getprop(chosen, name, quiet=(libfdt.NOTFOUND,))
+             for name in ("linux,kho-fdt", "linux,kho-scratch")]
+    if isinstance(props[0], int):       # -NOTFOUND: the image hands nothing over
+        return None
+    (fdt_addr, fdt_size), (scratch, scratch_size) = (struct.unpack(">QQ", bytes(p)) for p in props)
+    return fdt_addr, fdt_size, scratch, scratch_size
+
+
+def patch_handover(k: Kernel, which: str, addr: int) -> None:
+    """Point the loaded image's hand-over at another address ("fdt" or "scratch") where its
+    transport keeps it; sizes stay as they are."""
+    if k.machine.arch == "x86_64":
+        image = k.kexec.kexec_image
+        assert image is not None
+        seg = next(s for s in image.segments if s.mem == image.bootparam_load_addr)
+        entry = next(e for e in setup_data(image_reader(k), seg.mem) if e.type == SETUP_KEXEC_KHO)
+        at = entry.phys - seg.mem + 16 + (0 if which == "fdt" else 16)
+        buf = bytearray(seg.buffer)
+        buf[at:at + 8] = struct.pack("<Q", addr)
+        seg.buffer = bytes(buf)
+        return
+    mem, blob = _dtb_segment(k)
+    tree = libfdt.Fdt(bytearray(blob))
+    name = "linux,kho-fdt" if which == "fdt" else "linux,kho-scratch"
+    node = tree.path_offset("/chosen")
+    old = bytes(tree.getprop(node, name))
+    tree.setprop(node, name, struct.pack(">Q", addr) + old[8:])
+    image = k.kexec.kexec_image
+    assert image is not None
+    seg = next(s for s in image.segments if s.mem == mem)
+    seg.buffer = bytes(tree.as_bytearray()) + seg.buffer[seg.bufsz:]
 
 
 def kho_data(read: Callable[[int, int], bytes], boot_params: int) -> tuple[int, int, int, int] | None:

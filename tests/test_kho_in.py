@@ -13,6 +13,7 @@ from kho_common import (
     MAX_PAGE_ORDER,
     PAGE_SIZE,
     SCRATCH_LEN,
+    arch,  # noqa: F401 - the fixture every test here runs under
     boot,
     finalize,
     greedy_split,
@@ -23,6 +24,10 @@ from kho_common import (
     kho_lines,
     load,
     log,
+    machine,
+    make_image,
+    only,
+    patch_handover,
     prop_bytes,
     prop_u64,
     random_bytes,
@@ -33,9 +38,10 @@ from kho_common import (
 )
 
 from sim import fdt as libfdt
-from sim.bzimage import make_bzimage
 from sim.kernel import Kernel
 from sim.machine import Machine
+
+pytestmark = pytest.mark.usefixtures("arch")
 
 SCRATCH = "kho=on kho_scratch=16M,512M,256M"
 
@@ -308,7 +314,7 @@ def test_unmappable_fdt_is_efault() -> None:
     m, k0 = boot()
     finalize(k0)
     load(k0)
-    _patch_kho_setup_data(k0, 16, struct.pack("<Q", 1 << 50))
+    patch_handover(k0, "fdt", 1 << 50)
     lines = kho_lines(m.kexec())
     i = lines.index("KHO: setup: failed to memremap FDT (0x4000000000000)")
     assert lines[i + 1] == "KHO: disabling KHO revival: -14"
@@ -319,7 +325,7 @@ def test_unmappable_scratch_array_is_efault() -> None:
     m, k0 = boot()
     finalize(k0)
     load(k0)
-    _patch_kho_setup_data(k0, 32, struct.pack("<Q", 1 << 50))
+    patch_handover(k0, "scratch", 1 << 50)
     k1 = m.kexec()
     lines = kho_lines(k1)
     i = lines.index("KHO: setup: failed to memremap scratch (phys=0x4000000000000, len=64)")
@@ -327,6 +333,7 @@ def test_unmappable_scratch_array_is_efault() -> None:
     assert {r.flag for r in regions(k1, "memory")} == {"NONE"}
 
 
+@only("x86_64")
 @pytest.mark.parametrize(("length", "size"), [(0, 0), (0xFFFFFFF0, 0xFFFFFFFFFFFFFFF0)])
 def test_unmappable_kho_setup_data(length: int, size: int) -> None:
     """add_kho: data_len = len + 16 is a u32 and size = data_len - 16 a u64; early_memremap fails for a
@@ -340,6 +347,7 @@ def test_unmappable_kho_setup_data(length: int, size: int) -> None:
     assert not [line for line in lines if "disabling" in line or line == FOUND]
 
 
+@only("x86_64")
 def test_short_kho_setup_data_is_still_read_whole() -> None:
     """add_kho maps `len` bytes but reads the whole 32-byte kho_data: early_memremap maps whole pages,
     so a short but non-zero len (16 here) does not stop the hand-over in Linux."""
@@ -354,17 +362,18 @@ def test_short_kho_setup_data_is_still_read_whole() -> None:
 
 def test_handover_fdt_larger_than_its_page_is_accepted_as_libfdt_does() -> None:
     """fdt_check_header() has no buffer size: a totalsize beyond the mapped page is not an error."""
-    m = Machine(mem="2G", nodes=1, cmdline="kho=on reserve_mem=1M:4k:n1")
+    m = machine(mem="2G", nodes=1, cmdline="kho=on reserve_mem=1M:4k:n1")
     k = m.boot()
     k.debugfs.write("kho/out/finalize", b"1")
     m.physmem.write(k.kho.ser.fdt.phys + 4, struct.pack(">I", 0x2000))   # totalsize 8 KiB
-    k.kexec_file_load(make_bzimage("6.16"), None, k.cmdline, 4)
+    k.kexec_file_load(make_image("6.16"), None, k.cmdline, 4)
     k2 = m.kexec()
     assert "KHO: found kexec handover data. Will skip init for some devices" in k2.dmesg()
     assert "Revived memory reservation 'n1' from KHO" in k2.dmesg()
     assert len(k2.debugfs.read("kho/in/fdt")) == 0x2000
 
 
+@only("x86_64")
 def test_setup_data_is_reserved_as_kernel_memory() -> None:
     # memblock_x86_reserve_range_setup_data() uses memblock_reserve_kern(): the KHO entry the
     # old kernel wrote is RSV_KERN in the new kernel, so it counts towards the next scratch.

@@ -4,14 +4,17 @@ restore anyway) is kept."""
 
 import struct
 
+import pytest
 from kho_common import (
     CMDLINE,
     PAGE_SHIFT,
+    arch,  # noqa: F401 - the fixture every test here runs under
     boot,
     finalize,
     kexec,
     load,
     log,
+    only,
     prop_u64,
     random_bytes,
     read_chunks,
@@ -19,6 +22,8 @@ from kho_common import (
 
 from sim.kernel import Kernel
 from sim.machine import Machine
+
+pytestmark = pytest.mark.usefixtures("arch")
 
 MARK = "[khofs: not checked by Linux]"
 
@@ -120,6 +125,7 @@ def test_restoring_preserved_folios_is_quiet() -> None:
         assert _loss_lines(k1) == []
 
 
+@only("x86_64")
 def test_memory_reserved_for_another_reason_is_not_preserved() -> None:
     """The real-mode area below 1 MiB is reserved in memblock, but not by the preserved map."""
     m, _k0, _n1_range, _pattern = _handover_with_pattern()

@@ -5,20 +5,25 @@ import struct
 import subprocess
 
 import pytest
-from kho_common import preserved_blocks
+from kho_common import (
+    arch,  # noqa: F401 - the fixture every test here runs under
+    machine,
+    preserved_blocks,
+)
 from spec_vectors import MEMBLOCK_VECTOR
 
 from sim import fdt as libfdt
 from sim.kho import KEXEC_KHO_FINALIZE, NOTIFY_BAD, NOTIFY_DONE, notifier_from_errno
-from sim.machine import Machine
 from sim.sizes import PAGE_SIZE
+
+pytestmark = pytest.mark.usefixtures("arch")
 
 M = 1 << 20
 CMDLINE = "kho=on kho_scratch=16M,512M,256M reserve_mem=64m:4k:n1"
 
 
 def boot(cmdline: str = CMDLINE, **kw):
-    return Machine(mem="8G", nodes=2, cmdline=cmdline, **kw).boot()
+    return machine(mem="8G", nodes=2, cmdline=cmdline, **kw).boot()
 
 
 def finalize(k, value: bytes = b"1\n") -> None:
@@ -172,7 +177,7 @@ def test_chunks_hold_at_most_255_bitmaps_per_order_ascending() -> None:
 
 def test_preserve_phys_worked_example_bitmaps() -> None:
     """Spec §4.1's n1/n2 example: the greedy split and the exact bitmap bits."""
-    k = Machine(mem="18G", nodes=1, cmdline="kho=on").boot()
+    k = machine(mem="18G", nodes=1, cmdline="kho=on").boot()
     kho = k.kho
     assert kho.kho_preserve_phys(0x46BC00000, 0x4000000) == 0
     assert kho.kho_preserve_phys(0x467C00000, 0x4000000) == 0
