@@ -28,12 +28,19 @@ dd if="$work/pattern" of=$mem bs=1M seek=$((n1 >> 20)) conv=notrunc status=none
 echo "wrote $((n1_size >> 20)) MiB of random bytes at n1 through $mem"
 
 step "kexec -l Image -s --reuse-cmdline && kexec -e"
-khofs mkimage "$work/Image"
+arch=x86_64; [ "$(cat "$KHOFS_ROOT/proc/sys/kernel/arch")" = aarch64 ] && arch=arm64
+khofs mkimage --arch $arch "$work/Image"
 kexec -l "$work/Image" -s --reuse-cmdline
 kexec -e
 
 step "the new kernel: dtc /sys/kernel/debug/kho/in/fdt"
 dtc -I dtb -O dts /sys/kernel/debug/kho/in/fdt
+if [ $arch = arm64 ]; then
+    step "arm64: the hand-over came in the device tree's /chosen (hexdump -C)"
+    for p in linux,kho-fdt linux,kho-scratch; do
+        echo "$p:"; hexdump -C "/sys/firmware/devicetree/base/chosen/$p"
+    done
+fi
 dmesg | grep -E "KHO|Revived|test_kho"
 step "n1 after the kexec"
 dd if=$mem bs=1M skip=$((n1 >> 20)) count=$((n1_size >> 20)) status=none | cmp - "$work/pattern" \
