@@ -231,10 +231,19 @@ def _in_private_namespace() -> None:
         raise CliError(f"cannot enter a private mount namespace: {os.strerror(ctypes.get_errno())}")
 
 
-def _kexec_mode(choice: str | None) -> str:
+def _kexec_mode(choice: str | None, root: str) -> str:
     """`real` (the host's kexec-tools, its calls intercepted), `clone`, or `none`: the clone
-    without interception, with a warning, where seccomp user notification is unavailable."""
+    without interception, with a warning, where seccomp user notification is unavailable.
+    The host's kexec-tools is built for the host: an arm64 machine on an x86_64 host gets the
+    clone, which is built for whichever architecture the machine reports."""
     from khofs.intercept import UNAVAILABLE_WARNING, user_notif_available
+    with open(os.path.join(root, "proc/sys/kernel/arch")) as f:
+        machine_arch = f.read().strip()
+    if machine_arch != os.uname().machine:
+        if choice == "real":
+            raise CliError(f"--kexec=real: the host's kexec-tools is built for {os.uname().machine}, "
+                           f"the machine is {machine_arch}")
+        choice = "clone"
     why_not = user_notif_available()
     if why_not is not None:
         if choice == "real":
@@ -253,7 +262,7 @@ def _enter(root: str, command: list[str] | None, cwd: str, kexec: str | None) ->
     paths, under the seccomp supervisor (khofs.intercept); CMD's exit status.  Must run in a
     private mount namespace: the binds vanish with it."""
     bound: list[str] = []
-    mode = _kexec_mode(kexec)
+    mode = _kexec_mode(kexec, root)
     shims = _shim_dir()
     clone = os.path.join(shims, "clone")
     if command is None:

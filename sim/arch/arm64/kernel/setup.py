@@ -176,7 +176,7 @@ class Arm64(Arch):
         k = self.k
         max_pfn = PFN_DOWN(k.memblock.end_of_DRAM())
         enable = max_pfn > PFN_DOWN(self.arm64_dma_phys_limit)
-        k.swiotlb.swiotlb_init(enable, k.memblock, k.printk, k.machine.nr_cpus)
+        k.swiotlb.swiotlb_init_remap(enable, k.memblock, k.printk, k.machine.nr_cpus)
         if enable or k.swiotlb.force_bounce:
             k.swiotlb.swiotlb_print_info(k.printk)
 
