@@ -31,38 +31,23 @@ op = st.one_of(
 )
 
 
-def _theirs(buf: bytearray, kind: str, path: str | None, name: str | None, arg: object) -> int:
-    node = libfdt.fdt_path_offset(buf, path) if path else 0
-    if kind == "setprop":
-        return libfdt.fdt_setprop(buf, node, name, arg, len(arg))
-    if kind == "appendprop":
-        return libfdt.fdt_appendprop(buf, node, name, arg, len(arg))
-    if kind == "addrrange":
-        return libfdt.fdt_appendprop_addrrange(buf, 0, node, name, *arg)
-    if kind == "delprop":
-        return libfdt.fdt_delprop(buf, node, name)
-    if kind == "subnode":
-        return libfdt.fdt_add_subnode(buf, node, name)
-    if kind == "add_rsv":
-        return libfdt.fdt_add_mem_rsv(buf, *arg)
-    return libfdt.fdt_del_mem_rsv(buf, arg)
-
-
-def _ours(buf: bytearray, kind: str, path: str | None, name: str | None, arg: object) -> int:
-    node = libfdt.fdt_path_offset(buf, path) if path else 0
-    if kind == "setprop":
-        return fdt_rw.fdt_setprop(buf, node, name, arg)
-    if kind == "appendprop":
-        return fdt_rw.fdt_appendprop(buf, node, name, arg)
-    if kind == "addrrange":
-        return fdt_rw.fdt_appendprop_addrrange(buf, 0, node, name, *arg)
-    if kind == "delprop":
-        return fdt_rw.fdt_delprop(buf, node, name)
-    if kind == "subnode":
-        return fdt_rw.fdt_add_subnode(buf, node, name)
-    if kind == "add_rsv":
-        return fdt_rw.fdt_add_mem_rsv(buf, *arg)
-    return fdt_rw.fdt_del_mem_rsv(buf, arg)
+# Each call as (libfdt's, ours): (buffer, node, name, argument) -> return code.
+CALLS = {
+    "setprop": (lambda b, n, name, v: libfdt.fdt_setprop(b, n, name, v, len(v)),
+                lambda b, n, name, v: fdt_rw.fdt_setprop(b, n, name, v)),
+    "appendprop": (lambda b, n, name, v: libfdt.fdt_appendprop(b, n, name, v, len(v)),
+                   lambda b, n, name, v: fdt_rw.fdt_appendprop(b, n, name, v)),
+    "addrrange": (lambda b, n, name, v: libfdt.fdt_appendprop_addrrange(b, 0, n, name, *v),
+                  lambda b, n, name, v: fdt_rw.fdt_appendprop_addrrange(b, 0, n, name, *v)),
+    "delprop": (lambda b, n, name, _v: libfdt.fdt_delprop(b, n, name),
+                lambda b, n, name, _v: fdt_rw.fdt_delprop(b, n, name)),
+    "subnode": (lambda b, n, name, _v: libfdt.fdt_add_subnode(b, n, name),
+                lambda b, n, name, _v: fdt_rw.fdt_add_subnode(b, n, name)),
+    "add_rsv": (lambda b, _n, _name, v: libfdt.fdt_add_mem_rsv(b, *v),
+                lambda b, _n, _name, v: fdt_rw.fdt_add_mem_rsv(b, *v)),
+    "del_rsv": (lambda b, _n, _name, v: libfdt.fdt_del_mem_rsv(b, v),
+                lambda b, _n, _name, v: fdt_rw.fdt_del_mem_rsv(b, v)),
+}
 
 
 @settings(max_examples=150, deadline=None)
@@ -76,8 +61,10 @@ def test_edits_match_libfdt(room: int, ops: list[tuple[str, str | None, str | No
     for kind, path, name, arg in ops:
         if path is not None and libfdt.fdt_path_offset(theirs, path) < 0:
             continue                         # a node a failed call never created
-        expected = _theirs(theirs, kind, path, name, arg)
-        assert _ours(ours, kind, path, name, arg) == expected, (kind, path, name)
+        theirs_call, ours_call = CALLS[kind]
+        node = libfdt.fdt_path_offset(theirs, path) if path else 0
+        expected = theirs_call(theirs, node, name, arg)
+        assert ours_call(ours, node, name, arg) == expected, (kind, path, name)
         assert ours == theirs, (kind, path, name)
     assert fdt_rw.fdt_pack(ours) == libfdt.fdt_pack(theirs) == 0
     assert bytes(ours) == bytes(theirs[:libfdt.fdt_totalsize(theirs)])

@@ -245,26 +245,32 @@ def _add_property(fdt: bytearray, nodeoffset: int, name: bytes, length: int) -> 
     return 0, pos + _PROP_HEADER_SIZE
 
 
-def fdt_setprop(fdt: bytearray, nodeoffset: int, name: str, value: bytes) -> int:
-    """fdt_setprop_placeholder() and the copy: resize in place, or add the property first."""
+def _prop_room(fdt: bytearray, nodeoffset: int, name: str, length: int, append: bool) -> tuple[int, int]:
+    """Room for `length` value bytes in property name, replacing (setprop) or after (appendprop) its
+    value, or in a new property first in the node: (0, where to write) or (error, 0)."""
     err = _rw_probe(fdt)
     if err:
-        return err
+        return err, 0
     cname = _cstr(name)
     pos, oldlen = _getprop_pos(fdt, nodeoffset, cname)
-    if pos is not None:
-        err = _splice_struct(fdt, pos, _tagalign(oldlen), _tagalign(len(value)))
-        if err:
-            return err
-        struct.pack_into(">I", fdt, pos - 8, len(value))
-    elif oldlen != -FDT_ERR_NOTFOUND:
-        return oldlen
-    else:
-        err, pos = _add_property(fdt, nodeoffset, cname, len(value))
-        if err:
-            return err
-    fdt[pos:pos + len(value)] = value
-    return 0
+    if pos is None:
+        if oldlen != -FDT_ERR_NOTFOUND:
+            return oldlen, 0
+        return _add_property(fdt, nodeoffset, cname, length)
+    newlen = oldlen + length if append else length
+    err = _splice_struct(fdt, pos, _tagalign(oldlen), _tagalign(newlen))
+    if err:
+        return err, 0
+    struct.pack_into(">I", fdt, pos - 8, newlen)
+    return 0, pos + (oldlen if append else 0)
+
+
+def fdt_setprop(fdt: bytearray, nodeoffset: int, name: str, value: bytes) -> int:
+    """fdt_setprop_placeholder() and the copy: resize in place, or add the property first."""
+    err, pos = _prop_room(fdt, nodeoffset, name, len(value), append=False)
+    if not err:
+        fdt[pos:pos + len(value)] = value
+    return err
 
 
 def fdt_setprop_string(fdt: bytearray, nodeoffset: int, name: str, value: str) -> int:
@@ -276,26 +282,10 @@ def fdt_setprop_u64(fdt: bytearray, nodeoffset: int, name: str, value: int) -> i
 
 
 def fdt_appendprop(fdt: bytearray, nodeoffset: int, name: str, value: bytes) -> int:
-    err = _rw_probe(fdt)
-    if err:
-        return err
-    cname = _cstr(name)
-    pos, oldlen = _getprop_pos(fdt, nodeoffset, cname)
-    if pos is not None:
-        newlen = oldlen + len(value)
-        err = _splice_struct(fdt, pos, _tagalign(oldlen), _tagalign(newlen))
-        if err:
-            return err
-        struct.pack_into(">I", fdt, pos - 8, newlen)
-        pos += oldlen
-    elif oldlen != -FDT_ERR_NOTFOUND:
-        return oldlen
-    else:
-        err, pos = _add_property(fdt, nodeoffset, cname, len(value))
-        if err:
-            return err
-    fdt[pos:pos + len(value)] = value
-    return 0
+    err, pos = _prop_room(fdt, nodeoffset, name, len(value), append=True)
+    if not err:
+        fdt[pos:pos + len(value)] = value
+    return err
 
 
 def _cells(fdt: bytes | bytearray, nodeoffset: int, name: str) -> int:
