@@ -38,3 +38,16 @@ def test_library_example_revives_n1() -> None:
     with contextlib.redirect_stdout(out):
         exec(compile(block("The simulated machine as a library", "python"), "README.md", "exec"), {})
     assert "] Revived memory reservation 'n1' from KHO\n" in out.getvalue()
+
+
+def test_arm64_block_hands_the_tree_over_in_chosen(tmp_path: Path) -> None:
+    """README "arm64": the seed's commands on an arm64 machine; in/fdt is out/fdt, /chosen has both."""
+    bindir = str(Path(sys.executable).parent)
+    r = subprocess.run(["bash", "-euc", block("arm64", "sh")], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"},
+                       timeout=120)
+    assert (r.returncode, r.stderr.replace(LIBFUSE_NOISE, "")) == (0, ""), r.stderr
+    trees = r.stdout.split("/dts-v1/;")
+    assert len(trees) == 3 and 'compatible = "kho-v1";' in trees[1]
+    assert trees[2].startswith(trees[1])
+    assert "linux,kho-fdt\nlinux,kho-scratch\n" in trees[2]
