@@ -645,12 +645,12 @@ class KexecHandover:
         pfn = PHYS_PFN(phys)
         if not self.k.pfn_to_online_page(pfn):
             return None
-        private = self.k.page_alloc.page_private.get(pfn, 0)
+        private = self.k.page_alloc.page_private.get(pfn)
         if self.k.kver >= (6, 18):
             order, magic = private & 0xFFFFFFFF, private >> 32
             if magic != KHO_PAGE_MAGIC or order > MAX_PAGE_ORDER:
                 return None
-            self.k.page_alloc.page_private.pop(pfn, None)
+            self.k.page_alloc.page_private.set(pfn, 0)
         else:
             order = private
             if order > MAX_PAGE_ORDER:
@@ -811,8 +811,7 @@ class KexecHandover:
         bases.extend(phys_start + (bit << shift) & U64_MAX for bit in bits)
         sizes.extend(repeat(sz, len(bits)))
         private = order | (KHO_PAGE_MAGIC << 32) if self.k.kver >= (6, 18) else order
-        self.k.page_alloc.page_private.update(
-            zip(map(PHYS_PFN, bases[start:]), repeat(private)))
+        self.k.page_alloc.page_private.set_many((phys >> PAGE_SHIFT for phys in bases[start:]), private)
 
     def kho_mem_deserialize(self, fdt: bytes) -> None:
         value, length = libfdt.fdt_getprop(fdt, 0, PROP_PRESERVED_MEMORY_MAP)

@@ -469,6 +469,7 @@ class Memblock:
         pos = 0                           # rgn[:pos] are in out (or merged into the open run)
         run_base = run_end = -1           # the new region being grown, not yet in out
         prev_end = added = 0
+        sizes_seen: dict[int, int] = {}   # one int object per distinct size: most are a folio's
         for k in order:
             base, size = bases[k], sizes[k]
             end = base + size
@@ -483,7 +484,8 @@ class Memblock:
                 run_end = end             # continues the open run (no region fits between)
             else:
                 if run_end >= 0:
-                    out.append(MemblockRegion(run_base, run_end - run_base, flags, nid))
+                    run_size = sizes_seen.setdefault(run_end - run_base, run_end - run_base)
+                    out.append(MemblockRegion(run_base, run_size, flags, nid))
                 out += rgn[pos:idx]
                 pos = idx
                 run_base, run_end = base, end

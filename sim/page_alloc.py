@@ -9,6 +9,7 @@ KHO needs (page->private of preserved pages) is kept sparsely by pfn.
 
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -92,6 +93,46 @@ class PfnRanges:
         return iter(zip(self.start, self.end, strict=True))
 
 
+class PagePrivate:
+    """page->private of the pages that have one, by pfn: 8 bytes a page where a million are set.
+
+    Bulk writes (KHO deserializing a bitmap) append to a sorted-on-demand u64 array of pfns per
+    run of writes of one value; single writes go to a dict over them.  A read looks at the
+    dict, then at the runs newest first, so the last write of a pfn wins as in struct page.
+    """
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[int, array]] = []      # (value, pfns), oldest first
+        self._sorted = True
+        self._single: dict[int, int] = {}
+
+    def set_many(self, pfns: Iterable[int], value: int) -> None:
+        pfns = array("Q", pfns)
+        for pfn in pfns if self._single else ():
+            self._single.pop(pfn, None)
+        if self._runs and self._runs[-1][0] == value:
+            self._runs[-1][1].extend(pfns)
+        else:
+            self._runs.append((value, pfns))
+        self._sorted = False
+
+    def set(self, pfn: int, value: int) -> None:
+        self._single[pfn] = value
+
+    def get(self, pfn: int) -> int:
+        value = self._single.get(pfn)
+        if value is not None:
+            return value
+        if not self._sorted:
+            self._runs = [(v, array("Q", sorted(pfns))) for v, pfns in self._runs]
+            self._sorted = True
+        for v, pfns in reversed(self._runs):
+            i = bisect_left(pfns, pfn)
+            if i < len(pfns) and pfns[i] == pfn:
+                return v
+        return 0
+
+
 class PageAllocator:
     """Buddy-allocator behaviour at the granularity the simulation needs."""
 
@@ -103,7 +144,7 @@ class PageAllocator:
         self._free = PfnRanges()
         self._cma = PfnRanges()
         # page->private of pages KHO handed over, by pfn.
-        self.page_private: dict[int, int] = {}
+        self.page_private = PagePrivate()
         self.totalram_pages = 0
 
     def set_pageblock_migratetype_cma(self, start_pfn: int, end_pfn: int) -> None:

@@ -1,6 +1,8 @@
 """sim.page_alloc: free memory as ranges; CMA (scratch) pageblocks only for movable requests."""
 
-from sim.page_alloc import PAGE_POISON, Folio, PageAllocator
+import random
+
+from sim.page_alloc import PAGE_POISON, Folio, PageAllocator, PagePrivate
 from sim.physmem import PhysMem
 
 
@@ -54,3 +56,22 @@ def test_a_scrubbing_machine_poisons_memory_as_it_is_freed() -> None:
     pa.free_pages_memory(5, 6)
     assert pa._physmem.read(0x5000, 6) == bytes([PAGE_POISON]) * 6
     assert pa.totalram_pages == 1
+
+
+def test_page_private_is_the_last_write_of_each_pfn() -> None:
+    """Bulk writes (a deserialized bitmap), single writes (a restore clearing it) and bulk writes
+    of another value over them, in any order: expect what a struct page array would hold."""
+    rng = random.Random(3)
+    private, model = PagePrivate(), {}
+    for _ in range(300):
+        pfns = [rng.randrange(64) for _ in range(rng.randrange(1, 6))]
+        value = rng.randrange(4)
+        if rng.random() < 0.5:
+            private.set_many(pfns, value)
+            model.update(dict.fromkeys(pfns, value))
+        else:
+            private.set(pfns[0], value)
+            model[pfns[0]] = value
+        probe = rng.randrange(64)
+        assert private.get(probe) == model.get(probe, 0)
+    assert [private.get(p) for p in range(64)] == [model.get(p, 0) for p in range(64)]
