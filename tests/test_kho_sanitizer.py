@@ -13,12 +13,24 @@ import sys
 from pathlib import Path
 
 import pytest
-from kho_common import CMDLINE, finalize, kexec, log, prop_u64, read_chunks
+from kho_common import (
+    CMDLINE,
+    arch,  # noqa: F401 - the fixture every test here runs under
+    finalize,
+    kexec,
+    log,
+    machine,
+    make_image,
+    only,
+    prop_u64,
+    read_chunks,
+)
 from test_fs_harness import mounted
 
-from sim.bzimage import make_bzimage
 from sim.machine import Machine
 from sim.printk import LOGLEVEL_ERR
+
+pytestmark = pytest.mark.usefixtures("arch")
 
 PREFIX = "khofs: KHO sanitizer: "
 # n2 is 16 MiB at a 16 MiB boundary: exactly one order-12 block.
@@ -30,7 +42,7 @@ def sanitizer_lines(k) -> list[str]:
 
 
 def boot(cmdline: str = CMDLINE, sanitizer: bool = True, **kw) -> tuple[Machine, object]:
-    m = Machine(cmdline=cmdline, scrub=True, kho_sanitizer=sanitizer, **kw)
+    m = machine(cmdline=cmdline, scrub=True, kho_sanitizer=sanitizer, **kw)
     return m, m.boot()
 
 
@@ -138,6 +150,7 @@ def test_a_clean_chain_of_20_generations_reports_nothing(version: str) -> None:
     assert m.kho_sanitizer.log == [] and m.generation == 20
 
 
+@only("x86_64")        # the addresses below are the q35 machine's
 def test_the_sanitizer_changes_nothing_the_kernel_does() -> None:
     """Expect the same log (less the sanitizer's lines), memblock and RAM with it on and off."""
     runs = []
@@ -153,11 +166,12 @@ def test_the_sanitizer_changes_nothing_the_kernel_does() -> None:
     assert runs[0] == runs[1]
 
 
+@only("x86_64")
 def test_findings_are_served_under_khofs(tmp_path: Path) -> None:
     with mounted(tmp_path, kho_sanitizer=True) as (m, mnt):
         assert (mnt / "khofs/kho_sanitizer").read_text() == ""
         m.kernel.debugfs.write("kho/out/finalize", b"1\n")
-        m.kernel.kexec_file_load(make_bzimage("6.16"), None, m.kernel.cmdline, 4)
+        m.kernel.kexec_file_load(make_image("6.16"), None, m.kernel.cmdline, 4)
         m.kexec()
         m.kernel.kho.kho_restore_folio(0x100000000)
         r = subprocess.run(["cat", str(mnt / "khofs/kho_sanitizer")], capture_output=True, text=True)
