@@ -12,10 +12,11 @@ import re
 
 import pytest
 
+from sim.arch.x86.q35 import NumaMemblk, numa_memblks, q35_e820
 from sim.bootparam import E820_TYPE_RAM, E820_TYPE_RESERVED, E820Entry
 from sim.bzimage import make_bzimage
 from sim.kexec import KEXEC_FILE_NO_INITRAMFS
-from sim.machine import Machine, NumaMemblk, numa_memblks, q35_e820
+from sim.machine import Machine
 
 M = 1 << 20
 G = 1 << 30

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sim.arch.x86 import X86
+from sim.arch.x86.kernel.setup import X86
 from sim.bootparam import (
     E820_TYPE_RAM,
     E820_TYPE_RESERVED,

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 from sim.memblock import ARCH_LOW_ADDRESS_LIMIT
 
-# uname -m of each architecture and the module that implements it.
-ARCHES = {"x86_64": "sim.arch.x86", "arm64": "sim.arch.arm64"}
+# Each architecture's name and the module of the board it boots on (its BOARD).
+ARCHES = {"x86_64": "sim.arch.x86.q35", "arm64": "sim.arch.arm64.virt"}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,1 @@
-"""arch/arm64: the arm64 kernel (DT boot, Image kexec loader) and QEMU's virt board."""
-
-from sim.arch.arm64.virt import Virt
-
-BOARD = Virt
+"""arch/arm64: the arm64 kernel (kernel/, boot/) and QEMU's virt board it boots on (virt.py)."""

@@ -120,3 +120,6 @@ class Virt(Board):
     @staticmethod
     def make_image(kernel_version: str, cmdline: str, size: int) -> bytes:
         return make_image(kernel_version, cmdline, size)
+
+
+BOARD = Virt

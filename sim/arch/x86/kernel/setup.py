@@ -1,0 +1,47 @@
+"""arch/x86/kernel: the x86_64 hooks generic code calls (setup_arch, bzImage64 kexec loader, purgatory).
+
+The x86 boot steps still live on `sim.kernel.Kernel` and the bzImage64 loader on
+`sim.kexec.Kexec`; this class is the boundary generic code calls through.
+"""
+
+from typing import ClassVar
+
+from sim.arch import Arch, KexecFileOps
+from sim.bzimage import bzImage64_probe
+from sim.kernel import early
+from sim.kexec import Kexec, Kimage, read_entry64_regs
+
+
+def _bzImage64_probe(kexec: Kexec, kernel: bytes) -> int:
+    return bzImage64_probe(kernel, kexec.host.printk)
+
+
+class X86(Arch):
+    """x86_64: boot_params and setup_data carry the hand-over (SETUP_KEXEC_KHO)."""
+
+    name = "x86_64"
+    uname_machine = "x86_64"
+    kexec_file_loaders: ClassVar[tuple[KexecFileOps, ...]] = (
+        KexecFileOps(_bzImage64_probe, Kexec.bzImage64_load),)
+
+    def setup_arch(self) -> None:
+        self.k.setup_arch()
+
+    def arch_mm_preinit(self) -> None:
+        self.k.arch_mm_preinit()
+
+    def early_mem(self, p: str | None) -> int:
+        return early(self.k.parse_memopt)(p)
+
+    def rootfs_initcall(self) -> None:
+        self.k.pci_iommu_init()
+
+    def machine_kexec(self, image: Kimage) -> tuple[int, int]:
+        """Purgatory's entry64_regs, now in RAM: rip - 0x200 is the kernel, rsi the boot_params."""
+        regs = read_entry64_regs(self.k.physmem, image.start)
+        return regs["rip"] - 0x200, regs["rsi"]
+
+    def iomem(self) -> str:
+        return self.k.e820_iomem()
+
+
