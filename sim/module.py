@@ -175,6 +175,10 @@ class KernelApi:
         """The FDT at phys as libfdt reads it there: the header's totalsize bytes."""
         return self._k.kho.map_fdt(phys, PAGE_SIZE)
 
+    def csum_partial(self, data: bytes, wsum: int) -> int:
+        """csum_partial() as this kernel's architecture computes it (x86_64's differs from lib/'s)."""
+        return self._k.arch.csum_partial(data, wsum)
+
     def get_random_bytes(self, n: int) -> bytes:
         """n bytes from the machine's RNG (seeded: the same machine gives the same bytes)."""
         return self._k.machine.rng.randbytes(n)

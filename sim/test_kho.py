@@ -26,26 +26,6 @@ KHO_TEST_COMPAT = "kho-test-v1"
 PAGE_MASK = ~(PAGE_SIZE - 1)
 
 
-_U64_ONES = (1 << 64) - 1
-
-
-def csum_partial(data: bytes, wsum: int) -> int:
-    """arch/x86/lib/csum-partial_64.c (x86_64's, not lib/checksum.c's 16-bit one).
-
-    The kernel adds the buffer's little-endian u64 words (the tail zero-padded) to wsum with
-    end-around carry, then folds the 64-bit sum to 32 bits the same way.  2**64 is 1 modulo
-    2**64 - 1, so that sum is the buffer read as one little-endian integer, modulo 2**64 - 1,
-    represented as a ones'-complement adder does: 0 only when every input was 0.
-    """
-    view = memoryview(data)
-    # Page-sized pieces: each is 1 modulo 2**64 - 1 apart, and they convert faster than one integer.
-    total = wsum + sum([int.from_bytes(view[i:i + PAGE_SIZE], "little")
-                        for i in range(0, len(data), PAGE_SIZE)])
-    temp64 = total % _U64_ONES or (_U64_ONES if total else 0)
-    folded = (temp64 >> 32) + (temp64 & 0xFFFFFFFF)
-    return (folded + (folded >> 32)) & 0xFFFFFFFF
-
-
 class TestKho:
     """The module's state (struct kho_test_state) plus its init and notifier.
 
@@ -81,7 +61,7 @@ class TestKho:
             self.folios.append(folio)
             data = self.k.get_random_bytes(size)
             self.k.phys_write(folio.phys, data)
-            csum = csum_partial(data, csum)
+            csum = self.k.csum_partial(data, csum)
             alloc_size += size
         self.csum = csum
         return 0
@@ -162,7 +142,7 @@ class TestKho:
             folio = self.k.kho_restore_folio(phys)
             if folio is None or folio.order != order:
                 break
-            csum = csum_partial(self.k.phys_read(phys, PAGE_SIZE << order), csum)
+            csum = self.k.csum_partial(self.k.phys_read(phys, PAGE_SIZE << order), csum)
             self.k.folio_put(folio)
         if csum != struct.unpack("<I", old_csum)[0]:
             return -errno.EINVAL

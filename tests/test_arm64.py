@@ -383,3 +383,12 @@ def test_demo_workflow_on_arm64(tmp_path: Path) -> None:
     assert "n1 holds the same 64 MiB: the memory survived the kexec\n" in out
     assert "] test_kho: KHO restore succeeded\n" in out and "\n0 findings\n" in out
     assert "linux,kho-fdt:\n00000000  00 00 00 0" in out and "linux,kho-scratch:\n" in out
+
+
+def test_test_kho_checksums_with_the_architecture_s_csum_partial() -> None:
+    """lib/test_kho's csum is csum_partial's: x86_64's 32-bit fold, arm64's lib/checksum.c 16-bit one."""
+    data = b"\xff\xff\x00\x01" * 4
+    _, arm = boot("kho=on", mem="1G", nodes=1)
+    x86 = Machine(mem="1G", nodes=1, cmdline="kho=on").boot()
+    assert arm.arch.csum_partial(data, 0) == 0x0400          # 4 x (0xffff + 0x0100), folded to 16 bits
+    assert x86.arch.csum_partial(data, 0) == 0x0403FFFC      # 2 x 0x0100ffff0100ffff, folded to 32 bits

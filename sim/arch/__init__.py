@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sim.machine import Machine
     from sim.physmem import PhysMem
 
+from sim.lib.checksum import csum_partial as generic_csum_partial
 from sim.memblock import ARCH_LOW_ADDRESS_LIMIT
 
 # Each architecture's name and the module of the board it boots on (its BOARD).
@@ -73,6 +74,10 @@ class Arch:
     def early_mem(self, p: str | None) -> int:
         """early_param("mem"): generic kernels have none, so the option is unknown (1)."""
         return 1
+
+    def csum_partial(self, data: bytes, wsum: int) -> int:
+        """lib/checksum.c's, unless the architecture has its own (x86_64 does)."""
+        return generic_csum_partial(data, wsum)
 
     def rootfs_initcall(self) -> None:
         """Architecture initcalls that print at boot; none by default."""

@@ -7,6 +7,7 @@ The x86 boot steps still live on `sim.kernel.Kernel` and the bzImage64 loader on
 from typing import ClassVar
 
 from sim.arch import Arch, KexecFileOps
+from sim.arch.x86.lib.csum_partial_64 import csum_partial
 from sim.bzimage import bzImage64_probe
 from sim.kernel import early
 from sim.kexec import Kexec, Kimage, read_entry64_regs
@@ -32,6 +33,9 @@ class X86(Arch):
 
     def early_mem(self, p: str | None) -> int:
         return early(self.k.parse_memopt)(p)
+
+    def csum_partial(self, data: bytes, wsum: int) -> int:
+        return csum_partial(data, wsum)
 
     def rootfs_initcall(self) -> None:
         self.k.pci_iommu_init()
