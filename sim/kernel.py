@@ -93,9 +93,10 @@ _E820_NAMES = {1: "usable", 2: "reserved", 3: "ACPI data", 4: "ACPI NVS", 5: "un
 # Parameters a distribution x86_64 kernel takes (early_param / __setup) that the simulator accepts
 # without modelling what they do, so that they are neither reported as unknown nor given to init:
 # by exact name (`name` or `name=...`), and by __setup prefix.
+# The architecture adds its own (sim.arch: x86's apic, noapic, earlyprintk).
 _ACCEPTED_NAMES = tuple(kcmdline.EarlyParam(name, lambda _p: 0) for name in (
-    "acpi", "apic", "crashkernel", "debug", "earlycon", "earlyprintk", "ignore_loglevel", "loglevel",
-    "maxcpus", "mitigations", "noapic", "nokaslr", "nr_cpus", "nosmp", "quiet", "ro", "rootwait", "rw"))
+    "acpi", "crashkernel", "debug", "earlycon", "ignore_loglevel", "loglevel",
+    "maxcpus", "mitigations", "nokaslr", "nr_cpus", "nosmp", "quiet", "ro", "rootwait", "rw"))
 _ACCEPTED_PREFIXES = tuple(kcmdline.Setup(prefix, lambda _p: 1) for prefix in (
     "console=", "hugepages=", "init=", "panic=", "pci=", "rdinit=", "root=", "rootflags=", "rootfstype=",
     "transparent_hugepage="))
@@ -283,12 +284,11 @@ class Kernel:
     def _setup_table(self) -> list[kcmdline.EarlyParam | kcmdline.Setup]:
         """The .init.setup entries this kernel is built with, in link order."""
         return [
-            kcmdline.EarlyParam("mem", self.arch.early_mem),
+            *self.arch.setup_params(),
             kcmdline.EarlyParam("kho", early(self.kho_parse_enable)),
             kcmdline.EarlyParam("kho_scratch", early(self.kho_parse_scratch_size)),
             kcmdline.EarlyParam("memblock", early(self.early_memblock)),
             kcmdline.EarlyParam("swiotlb", self.setup_io_tlb_npages),
-            kcmdline.EarlyParam("iommu", self.iommu_setup),
             kcmdline.Setup("reserve_mem=", self.reserve_mem.reserve_mem),
             *_ACCEPTED_NAMES, *_ACCEPTED_PREFIXES,
         ]

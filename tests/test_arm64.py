@@ -392,3 +392,14 @@ def test_test_kho_checksums_with_the_architecture_s_csum_partial() -> None:
     x86 = Machine(mem="1G", nodes=1, cmdline="kho=on").boot()
     assert arm.arch.csum_partial(data, 0) == 0x0400          # 4 x (0xffff + 0x0100), folded to 16 bits
     assert x86.arch.csum_partial(data, 0) == 0x0403FFFC      # 2 x 0x0100ffff0100ffff, folded to 32 bits
+
+
+def test_x86_parameters_are_unknown_on_arm64_and_mem_is_arm64s() -> None:
+    """apic and iommu= are x86's early parameters: an arm64 kernel passes them to user space; its own
+    mem= limits memblock in arm64_memblock_init."""
+    _, k = boot("kho=on apic iommu=soft mem=2G")
+    lines = log(k)
+    assert "Memory limited to 2048MB" in lines
+    unknown = next(line for line in lines if line.startswith("Unknown kernel command line parameters"))
+    assert '"apic iommu=soft"' in unknown
+    assert k.memblock.end_of_DRAM() <= RAM + 2 * GiB

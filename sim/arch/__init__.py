@@ -7,7 +7,8 @@ Each architecture names what it must (`name`, `kexec_file_loaders`) and fails at
 creation when it does not, as the kernel's ``#error KEXEC_ARCH not defined`` does.
 
 The hooks: ``setup_arch`` (memory discovery, early reservations, the KHO transport read
-back into the generic ``kho_populate``), ``arch_mm_preinit``, ``early_mem`` (``mem=``),
+back into the generic ``kho_populate``), ``arch_mm_preinit``,
+``setup_params`` (the architecture's early parameters: ``mem=``, x86's ``iommu=``),
 ``kexec_file_loaders`` (tuple of `KexecFileOps`, walked by kexec_image_probe_default),
 ``machine_kexec`` (the registers the next kernel starts with) and what user space reads
 of the platform (``iomem``, ``platform_files``, ``platform_links``).  Arch state of a loaded image lives in
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from sim.cmdline import EarlyParam, Setup
     from sim.kernel import Kernel
     from sim.kexec import Kexec, Kimage
     from sim.machine import Machine
@@ -71,9 +73,9 @@ class Arch:
     def arch_mm_preinit(self) -> None:
         """Generic: nothing to set up before the page allocator takes over."""
 
-    def early_mem(self, p: str | None) -> int:
-        """early_param("mem"): generic kernels have none, so the option is unknown (1)."""
-        return 1
+    def setup_params(self) -> "list[EarlyParam | Setup]":
+        """The architecture's early_param / __setup entries (arch/ links first); none by default."""
+        return []
 
     def csum_partial(self, data: bytes, wsum: int) -> int:
         """lib/checksum.c's, unless the architecture has its own (x86_64 does)."""

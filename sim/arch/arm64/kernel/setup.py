@@ -17,7 +17,7 @@ from typing import ClassVar
 from sim.arch import Arch, KexecFileOps
 from sim.arch.arm64.boot.image import STEXT_OFFSET
 from sim.arch.arm64.kernel.kexec_image import image_load, image_probe
-from sim.cmdline import memparse
+from sim.cmdline import EarlyParam, Setup, memparse
 from sim.drivers.of.fdt import OF_SYSFS_BASE, EarlyFdt, of_read_number, of_sysfs_properties
 from sim.fdt import fdt_for_each_subnode, fdt_getprop, fdt_path_offset
 from sim.kernel import Kernel
@@ -103,8 +103,11 @@ class Arm64(Arch):
         if name is not None:
             k.printk.pr_info(f"Machine model: {name}")
 
+    def setup_params(self) -> list[EarlyParam | Setup]:
+        return [EarlyParam("mem", self.early_mem)]
+
     def early_mem(self, p: str | None) -> int:
-        """early_param("mem"): a limit applied in arm64_memblock_init."""
+        """early_param("mem") (arch/arm64/mm/init.c): a limit applied in arm64_memblock_init."""
         if p is None:
             return 1
         limit, _ = memparse(p)

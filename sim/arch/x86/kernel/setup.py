@@ -9,6 +9,7 @@ from typing import ClassVar
 from sim.arch import Arch, KexecFileOps
 from sim.arch.x86.lib.csum_partial_64 import csum_partial
 from sim.bzimage import bzImage64_probe
+from sim.cmdline import EarlyParam, Setup
 from sim.kernel import early
 from sim.kexec import Kexec, Kimage, read_entry64_regs
 
@@ -31,8 +32,11 @@ class X86(Arch):
     def arch_mm_preinit(self) -> None:
         self.k.arch_mm_preinit()
 
-    def early_mem(self, p: str | None) -> int:
-        return early(self.k.parse_memopt)(p)
+    def setup_params(self) -> list[EarlyParam | Setup]:
+        """arch/x86: mem= trims the e820 map, iommu= decides swiotlb; apic, noapic and earlyprintk
+        are taken and not modelled."""
+        return [EarlyParam("mem", early(self.k.parse_memopt)), EarlyParam("iommu", self.k.iommu_setup),
+                *(EarlyParam(name, lambda _p: 0) for name in ("apic", "earlyprintk", "noapic"))]
 
     def csum_partial(self, data: bytes, wsum: int) -> int:
         return csum_partial(data, wsum)
