@@ -38,6 +38,8 @@ _MOUNT_WAIT_S = 10.0
 # What `khofs run` binds over the host's files: (path in the mount, path on the box).
 BINDS = (("sys/kernel", "/sys/kernel"), ("sys/firmware", "/sys/firmware"), ("proc/cmdline", "/proc/cmdline"),
          ("proc/iomem", "/proc/iomem"), ("dev/mem", "/dev/mem"))
+# Where the host's kexec-tools live; the shim is bound over each that exists.
+KEXEC_PATHS = ("/sbin/kexec", "/usr/sbin/kexec")
 
 
 class CliError(Exception):
@@ -146,6 +148,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
     if not os.path.isdir(mountpoint):
         raise CliError(f"cannot mount {args.mountpoint}: not a directory")
+    if os.path.ismount(mountpoint):
+        raise CliError(f"cannot mount {args.mountpoint}: already a mount point (khofs umount it first)")
     machine = _boot(args)
     if args.foreground:
         serve(machine, mountpoint)
@@ -187,7 +191,7 @@ _BASHRC = '[ -f ~/.bashrc ] && . ~/.bashrc\nPS1="(khofs) $PS1"\n'
 def _shim_dir() -> str:
     """`dmesg` for CMD's PATH (thin scripts that run our modules with this Python), the shell's
     rc file, and in clone/ the `kexec` clone: first in PATH in `clone` mode, else the fallback."""
-    shims = tempfile.mkdtemp(prefix="khofs-bin-")
+    shims = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}bin-{os.getpid()}-")
     with open(os.path.join(shims, "bashrc"), "w") as f:
         f.write(_BASHRC)
     pythonpath = str(Path(__file__).resolve().parent.parent)
@@ -204,6 +208,8 @@ def _shim_dir() -> str:
 
 # unshare(2), mount(2) and umount2(2) called directly: re-executing under unshare(1) and a mount(8)
 # process per bind were most of `run`'s start-up.
+_MS_RDONLY = 0x1
+_MS_REMOUNT = 0x20
 _MS_BIND = 0x1000
 _MS_REC = 0x4000
 _MS_PRIVATE = 0x40000
@@ -211,9 +217,9 @@ _MNT_DETACH = 0x2
 _CLONE_NEWNS = 0x20000
 
 
-def _bind(source: str, target: str) -> None:
+def _bind(source: str, target: str, flags: int = _MS_BIND) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(source.encode(), target.encode(), None, ctypes.c_ulong(_MS_BIND), None) != 0:
+    if libc.mount(source.encode(), target.encode(), None, ctypes.c_ulong(flags), None) != 0:
         raise CliError(f"cannot bind {target}: {os.strerror(ctypes.get_errno())}")
 
 
@@ -229,6 +235,59 @@ def _in_private_namespace() -> None:
     if (libc.unshare(_CLONE_NEWNS) != 0
             or libc.mount(b"none", b"/", None, ctypes.c_ulong(_MS_REC | _MS_PRIVATE), None) != 0):
         raise CliError(f"cannot enter a private mount namespace: {os.strerror(ctypes.get_errno())}")
+
+
+_TMP_PREFIX = "khofs-"
+
+
+def _clean_stale_tmp() -> None:
+    """Remove the mount and shim directories of `khofs run`s that were killed (SIGKILL leaves
+    them behind); each name carries its owner's pid."""
+    tmp = Path(tempfile.gettempdir())
+    for path in [*tmp.glob(f"{_TMP_PREFIX}root-*-*"), *tmp.glob(f"{_TMP_PREFIX}bin-*-*")]:
+        pid = path.name.split("-")[2]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        if os.path.ismount(path):
+            continue                                # still serving in some namespace
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _bind_kexec_shim(clone: str) -> list[str]:
+    """Clone mode: put the `kexec` clone over the host's kexec-tools too, so an absolute
+    /sbin/kexec reaches the machine rather than the host; the bound paths."""
+    bound: list[str] = []
+    for target in KEXEC_PATHS:
+        if os.path.exists(target) and os.path.realpath(target) not in map(os.path.realpath, bound):
+            _bind(os.path.join(clone, "kexec"), target)
+            bound.append(target)
+    return bound
+
+
+def _fence_dev_mem() -> list[str]:
+    """No /dev/mem to bind over: make /dev read-only for CMD, so that writing /dev/mem fails
+    instead of creating a file on the host."""
+    print("khofs: this host has no /dev/mem; /dev is read-only inside, use $KHOFS_ROOT/dev/mem",
+          file=sys.stderr)
+    _bind("/dev", "/dev", _MS_BIND | _MS_REC)
+    _bind("/dev", "/dev", _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
+    return ["/dev"]
+
+
+def _wait_forwarding(command: list[str], env: dict[str, str], cwd: str) -> int:
+    """Run CMD to its end; SIGTERM, SIGINT and SIGHUP sent to us go to CMD, and the machine
+    stays up until CMD has exited.  Its wait status."""
+    from khofs.intercept import forward_signals
+    try:
+        proc = subprocess.Popen(command, env=env, cwd=cwd)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise CliError(f"cannot run {command[0]}: {getattr(e, 'strerror', None) or e}") from None
+    previous = forward_signals(proc.pid)
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _kexec_mode(choice: str | None, root: str) -> str:
@@ -259,8 +318,8 @@ def _kexec_mode(choice: str | None, root: str) -> str:
 
 def _enter(root: str, command: list[str] | None, cwd: str, kexec: str | None) -> int:
     """Run CMD (None: an interactive bash) in cwd with the machine mounted at root seen at the real
-    paths, under the seccomp supervisor (khofs.intercept); CMD's exit status.  Must run in a
-    private mount namespace: the binds vanish with it."""
+    paths, under the seccomp supervisor (khofs.intercept) and unable to reboot or kexec the host;
+    CMD's exit status.  Must run in a private mount namespace: the binds vanish with it."""
     bound: list[str] = []
     mode = _kexec_mode(kexec, root)
     shims = _shim_dir()
@@ -269,18 +328,22 @@ def _enter(root: str, command: list[str] | None, cwd: str, kexec: str | None) ->
         command = ["bash", "--rcfile", os.path.join(shims, "bashrc"), "-i"]
     try:
         for inside, target in BINDS:
-            if not os.path.exists(target):          # e.g. no /dev/mem in a container: use $KHOFS_ROOT/dev/mem
+            if not os.path.exists(target):
+                if target == "/dev/mem":
+                    bound += _fence_dev_mem()
                 continue
             if not os.path.exists(os.path.join(root, inside)):     # sys/firmware: arm64 machines only
                 continue
             _bind(os.path.join(root, inside), target)
             bound.append(target)
+        if mode != "real":                  # without the supervisor's kexec-tools
+            bound += _bind_kexec_shim(clone)
         path = f"{shims}:{clone + ':' if mode == 'clone' else ''}{os.environ.get('PATH', '')}"
         env = dict(os.environ, KHOFS_ROOT=root, PATH=path)
         supervisor = [sys.executable, "-m", "khofs.intercept", "--clone-bin", clone,
                       *{"real": ["--private-net"], "clone": [], "none": ["--no-filter"]}[mode],
                       root, "--", *command]
-        status = subprocess.run(supervisor, env=env, cwd=cwd).returncode
+        status = _wait_forwarding(supervisor, env, cwd)
         return status if status >= 0 else 128 - status
     finally:
         for target in reversed(bound):
@@ -292,8 +355,9 @@ def _run(args: argparse.Namespace, command: list[str] | None) -> int:
     """A fresh machine, served from a thread for as long as CMD runs."""
     _in_private_namespace()
     cwd = os.getcwd()                               # libfuse3's fuse_main moves the process to /
+    _clean_stale_tmp()
     machine = _boot(args)
-    root = tempfile.mkdtemp(prefix="khofs-root-")
+    root = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}root-{os.getpid()}-")
     failure: list[BaseException] = []
 
     def server() -> None:

@@ -22,6 +22,7 @@ import errno
 import functools
 import grp
 import json
+import os
 import stat
 import sys
 import threading
@@ -33,11 +34,13 @@ from typing import Any, Protocol, TypeVar
 import mfusepy
 
 from sim.debugfs import Blob, Debugfs, Dentry
+from sim.kexec import kernel_read_file_size
 from sim.physmem import PhysMem
 from sim.reboot import sys_reboot
 
 DEBUGFS_ROOT = "/sys/kernel/debug"
 SYSCALL_PATH = "/khofs/syscall"
+CALL_LINE_MAX = 64 << 10               # a request line longer than this is malformed
 DMESG_PATH = "/khofs/dmesg"
 KMSG_PATH = "/khofs/kmsg"
 # The KHO sanitizer's findings, one line each, all generations; only on a machine that has one.
@@ -80,6 +83,7 @@ class KernelLike(Protocol):
     cmdline: str
     kexec_loaded: bool
     kexec_crash_loaded: bool
+    panic_message: str | None
 
     def iomem(self) -> str: ...
     def dmesg(self) -> str: ...
@@ -137,6 +141,9 @@ class _Handle:
     request: bytearray = field(default_factory=bytearray)   # control channel: the call
     reply: bytes | None = None                              # control channel: its result
     reply_pos: int = 0              # the reply is read sequentially, whatever the file position
+    call: dict[str, Any] | None = None   # control channel: the request line, checked once complete
+    payload_end: int = 0            # ... and where its payload ends in `request`
+    dropping: bool = False          # ... and whether bytes past that are swallowed
 
 
 def _gid(name: str) -> int:
@@ -191,6 +198,11 @@ class KhoFs(mfusepy.Operations):
         self._mount_time_ns = time.time_ns()
         self._kmem_gid = _gid("kmem")
         self._platform_of: tuple[Any, _Platform] | None = None
+        self._told_panic: object = None     # the stopped kernel the daemon's log already named
+        # chmod/chown results, as simple_setattr keeps them in the inode, by path; the debugfs
+        # ones belong to one kernel's tree (a kexec'd kernel starts with its own modes).
+        self._attrs: dict[str, dict[str, int]] = {}
+        self._attrs_debugfs: Debugfs | None = None
 
     # -- helpers --
 
@@ -200,7 +212,15 @@ class KhoFs(mfusepy.Operations):
 
     @property
     def _kernel(self) -> KernelLike:
-        return self._machine.kernel
+        """The running kernel; a kernel that panicked serves nothing: EIO, and one line on stderr."""
+        k = self._machine.kernel
+        if k.panic_message is not None:
+            if self._told_panic is not k:
+                self._told_panic = k
+                self._log(f"the kernel panicked: {k.panic_message}; its files fail with EIO "
+                          "(khofs/dmesg still shows its log)")
+            raise _err(errno.EIO)
+        return k
 
     @staticmethod
     def _debugfs_path(path: str) -> str | None:
@@ -217,6 +237,8 @@ class KhoFs(mfusepy.Operations):
 
     def _text(self, path: str) -> bytes:
         """Contents of a fixed text file, produced when a reader starts at offset 0."""
+        if path == DMESG_PATH:              # the console: readable even after a panic
+            return self._machine.kernel.dmesg().encode("utf-8", "surrogateescape")
         k = self._kernel
         if path == "/sys/kernel/kexec_loaded":
             return b"%d\n" % int(k.kexec_loaded)
@@ -228,8 +250,6 @@ class KhoFs(mfusepy.Operations):
             return k.iomem().encode()
         if path == "/proc/uptime":
             return k.uptime().encode()
-        if path == DMESG_PATH:
-            return k.dmesg().encode("utf-8", "surrogateescape")
         if path == KMSG_PATH:
             return k.devkmsg().encode()
         if path == SANITIZER_PATH and self._machine.kho_sanitizer is not None:
@@ -238,8 +258,10 @@ class KhoFs(mfusepy.Operations):
 
     @property
     def _platform(self) -> _Platform:
-        """The running kernel's platform files (built once per kernel)."""
-        k = self._kernel
+        """The running kernel's platform files (built once per kernel; none once it panicked)."""
+        k = self._machine.kernel
+        if k.panic_message is not None:
+            return _Platform({}, {})
         if self._platform_of is None or self._platform_of[0] is not k:
             self._platform_of = (k, _Platform(k.platform_files(), k.platform_links()))
         return self._platform_of[1]
@@ -272,6 +294,11 @@ class KhoFs(mfusepy.Operations):
     @mfusepy.overrides(mfusepy.Operations)
     @_syscall
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+        st = self._getattr(path)
+        st.update(self._inode_attrs(path, create=False))
+        return st
+
+    def _getattr(self, path: str) -> dict[str, Any]:
         rel = self._debugfs_path(path)
         if rel is not None:
             st = self._kernel.debugfs.stat(rel)
@@ -291,6 +318,30 @@ class KhoFs(mfusepy.Operations):
             gid = self._kmem_gid if path == DEV_MEM else 0
             return self._stat(stat.S_IFREG | _FILE_MODES[path], gid=gid)
         raise _err(errno.ENOENT)
+
+    def _inode_attrs(self, path: str, create: bool = True) -> dict[str, int]:
+        if self._debugfs_path(path) is not None and self._attrs_debugfs is not self._kernel.debugfs:
+            self._attrs = {p: a for p, a in self._attrs.items() if self._debugfs_path(p) is None}
+            self._attrs_debugfs = self._kernel.debugfs
+        return self._attrs.setdefault(path, {}) if create else self._attrs.get(path, {})
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def chmod(self, path: str, mode: int) -> int:
+        """debugfs, sysfs and procfs files take a new mode from root (simple_setattr)."""
+        st = self.getattr(path)
+        self._inode_attrs(path)["st_mode"] = stat.S_IFMT(st["st_mode"]) | mode & 0o7777
+        return 0
+
+    @mfusepy.overrides(mfusepy.Operations)
+    @_syscall
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        self.getattr(path)
+        attrs = self._inode_attrs(path)
+        for key, value in (("st_uid", uid), ("st_gid", gid)):
+            if value not in (-1, 0xFFFFFFFF):       # -1: leave it as it is
+                attrs[key] = value
+        return 0
 
     @mfusepy.overrides(mfusepy.Operations)
     @_syscall
@@ -341,6 +392,8 @@ class KhoFs(mfusepy.Operations):
             if writing:                 # read-only sysfs and sysctl files
                 raise _err(errno.EACCES)
             handle.content = self._platform.files[path][1]
+        elif path == SYSCALL_PATH and flags & 0o3 != 0o2:
+            raise _err(errno.EINVAL)            # a call needs its reply read back: O_RDWR only
         elif path not in _FILE_MODES or self._absent(path):
             raise _err(errno.EISDIR if path in _DIRS or path in self._platform.dirs else errno.ENOENT)
         fh = self._next_fh
@@ -362,7 +415,7 @@ class KhoFs(mfusepy.Operations):
             return self._read_mem(size, offset)
         if handle.path == SYSCALL_PATH:
             if handle.reply is None:
-                handle.reply = self._call(bytes(handle.request))
+                handle.reply = self._call(handle)
             chunk = handle.reply[handle.reply_pos:handle.reply_pos + size]
             handle.reply_pos += len(chunk)
             return chunk
@@ -383,10 +436,7 @@ class KhoFs(mfusepy.Operations):
             self._machine.physmem.write(offset, data)
             return len(data)
         if handle.path == SYSCALL_PATH:
-            if handle.reply is not None:        # one call per open
-                raise _err(errno.EINVAL)
-            handle.request[offset:offset + len(data)] = data
-            return len(data)
+            return self._write_call(handle, data, offset)
         if handle.dentry is not None:
             return self._live_dentry(handle).write(data)
         if handle.path in _PROC_FILES:
@@ -481,24 +531,90 @@ class KhoFs(mfusepy.Operations):
 
     # -- the control channel --
 
-    def _call(self, request: bytes) -> bytes:
+    def _write_call(self, handle: _Handle, data: bytes, offset: int) -> int:
+        """Buffer a request, checking its JSON line as soon as it is complete: a bad line is
+        answered then, a file the kernel refuses by its size alone is never buffered, and what
+        the call will not read is swallowed (the reply is read back as usual)."""
+        if handle.reply is not None:
+            if handle.call is None:             # already answered: swallow the rest
+                return len(data)
+            raise _err(errno.EINVAL)            # one call per open
+        end = offset + len(data)
+        if handle.call is not None and end > handle.payload_end:
+            if not handle.dropping:
+                return self._refuse(handle, errno.EINVAL, end - offset)   # more than declared
+            data = data[:max(0, handle.payload_end - offset)]
+        handle.request[offset:offset + len(data)] = data
+        if handle.call is None:
+            head, sep, _ = handle.request.partition(b"\n")
+            if not sep and len(head) <= CALL_LINE_MAX:
+                return end - offset
+            try:
+                checked = self._check_call(bytes(head) if sep else b"")
+            except OSError as e:
+                return self._refuse(handle, e.errno or errno.EINVAL, end - offset)
+            handle.call, handle.payload_end, handle.dropping = checked
+            if len(handle.request) > handle.payload_end:
+                if not handle.dropping:
+                    return self._refuse(handle, errno.EINVAL, end - offset)
+                del handle.request[handle.payload_end:]
+        return end - offset
+
+    @staticmethod
+    def _refuse(handle: _Handle, err: int, written: int) -> int:
+        handle.call, handle.request, handle.reply = None, bytearray(), b"-%d\n" % err
+        return written
+
+    def _check_call(self, head: bytes) -> tuple[dict[str, Any], int, bool]:
+        """The request line as a dict, where its payload ends, and whether bytes past that are
+        dropped; OSError for a malformed line.  kernel_read_file()'s size checks run here: a
+        file it refuses becomes `<name>_err`, and neither it nor what the kernel would read
+        after it (the initrd, a cmdline by length) is buffered."""
+        try:
+            call = json.loads(head)
+        except (ValueError, RecursionError):
+            call = None
+        if not isinstance(call, dict) or not isinstance(call.get("call"), str):
+            raise OSError(errno.EINVAL, "malformed request")
+        for key, value in call.items():
+            if key.endswith("_len") and value is not None and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise OSError(errno.EINVAL, f"malformed {key}")
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise OSError(errno.EINVAL, f"unencodable {key}") from None
+        start = len(head) + 1
+        if call["call"] == "kexec_file_load":
+            kept = 0
+            for name, later in (("kernel", ("initrd", "cmdline")), ("initrd", ("cmdline",))):
+                size = call.get(f"{name}_len") or 0
+                err = kernel_read_file_size(size, self._machine.physmem.size) if size else 0
+                if err:
+                    del call[f"{name}_len"]
+                    call[f"{name}_err"] = -err
+                    for other in later:
+                        if call.pop(f"{other}_len", None) is not None and other == "cmdline":
+                            call["cmdline"] = ""
+                    return call, start + kept, True
+                kept += size
+        lengths = sum(v for k, v in call.items() if k.endswith("_len") and isinstance(v, int))
+        return call, start + lengths, False
+
+    def _call(self, handle: _Handle) -> bytes:
         """Run one "system call" and return its result as `0\\n` or `-errno\\n`."""
         try:
-            self._dispatch(request)
+            if handle.call is None:             # the request line never ended
+                raise OSError(errno.EINVAL, "malformed request")
+            self._dispatch(handle.call, bytes(handle.request).partition(b"\n")[2])
         except OSError as e:
             if not (isinstance(e.errno, int) and e.errno > 0):
                 raise
             return b"-%d\n" % e.errno
         return b"0\n"
 
-    def _dispatch(self, request: bytes) -> None:
-        head, sep, payload = request.partition(b"\n")
-        try:
-            call = json.loads(head) if sep else None
-        except ValueError:
-            call = None
-        if not isinstance(call, dict) or not isinstance(call.get("call"), str):
-            raise OSError(errno.EINVAL, "malformed request")
+    def _dispatch(self, call: dict[str, Any], payload: bytes) -> None:
         name = call["call"]
         if name == "kexec_file_load":
             flags = call.get("flags", 0)
@@ -552,9 +668,17 @@ def serve(machine: MachineLike, mountpoint: str, **fuse_options: Any) -> None:
 
     direct_io: files report st_size 0, as on debugfs, yet `cat` must see their bytes;
     zero timeouts: `out/fdt` appears and disappears with finalize/abort, and the next
-    `[ -e ]` must see it at once.
+    `[ -e ]` must see it at once.  Unprivileged users may read what Linux lets them read.
     """
     options: dict[str, Any] = {"foreground": True, "direct_io": True, "entry_timeout": 0,
                                "attr_timeout": 0, "negative_timeout": 0, "fsname": "khofs"}
+    if os.geteuid() == 0:
+        # Every user sees the files, and the kernel checks each access against the modes
+        # above (root-only debugfs, dev/mem, control channel), as on Linux.
+        options.update(allow_other=True, default_permissions=True)
+    if mfusepy.fuse_version_major == 3:
+        # libfuse 3.14 defaults max_idle_threads to UINT_MAX and then complains about it on
+        # stderr ("Ignoring invalid max threads value"); 10 is libfuse3's documented default.
+        options["max_idle_threads"] = 10
     options.update(fuse_options)
     mfusepy.FUSE(KhoFs(machine), mountpoint, **options)

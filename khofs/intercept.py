@@ -558,6 +558,17 @@ def _child(sock: socket.socket, command: list[str], clone_bin: str, private_net:
     os._exit(127)
 
 
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def forward_signals(pid: int) -> dict[int, object]:
+    """Pass SIGTERM, SIGINT and SIGHUP on to pid instead of dying of them, so that CMD decides
+    when the machine under it goes away; the handlers replaced."""
+    def forward(sig: int, _frame: object) -> None:
+        os.kill(pid, sig)
+    return {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+
+
 def run(root: str, command: list[str], clone_bin: str, private_net: bool, use_filter: bool = True) -> int:
     """Run CMD under the filter, answer its calls until it exits; its exit status."""
     _check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
@@ -567,6 +578,7 @@ def run(root: str, command: list[str], clone_bin: str, private_net: bool, use_fi
         ours.close()
         _child(theirs, command, clone_bin, private_net, use_filter)
     theirs.close()
+    forward_signals(child)
     msg, fds, _, _ = socket.recv_fds(ours, 4096, 1)
     ours.close()
     if not fds:

@@ -27,6 +27,7 @@ from sim.bootparam import (
 )
 from sim.bzimage import KernelInfo, apply_builtin_cmdline, linux_banner
 from sim.debugfs import Debugfs
+from sim.early_ioremap import early_memremap, read_phys
 from sim.kexec import Kexec
 from sim.kho import KexecHandover
 from sim.memblock import (
@@ -38,7 +39,8 @@ from sim.memblock import (
 )
 from sim.module import DEVICE_INITCALL, LATE_INITCALL, KernelApi, Module
 from sim.page_alloc import PAGE_POISON, PageAllocator
-from sim.printk import LOGLEVEL_DEBUG, LOGLEVEL_NOTICE, SYSLOG_ACTION_CLEAR, Printk
+from sim.panic import KernelPanic
+from sim.printk import LOGLEVEL_DEBUG, LOGLEVEL_EMERG, LOGLEVEL_NOTICE, SYSLOG_ACTION_CLEAR, Printk
 from sim.reserve_mem import ReserveMem
 from sim.sizes import (
     PAGE_ALIGN,
@@ -117,6 +119,46 @@ def e820_type_name(type_: int) -> str:
     return _E820_NAMES.get(type_, f"type {type_}")
 
 
+LOWMEMSIZE = 0x9F000          # the fake map's low RAM when the boot loader's is unusable
+
+
+def _append_e820_table(entries: list[E820Entry]) -> list[E820Entry] | None:
+    """append_e820_table(): None (Linux's -1) for fewer than two entries or one that wraps."""
+    if len(entries) < 2:
+        return None
+    if any(e.size and e.addr + e.size - 1 > U64_MAX for e in entries):
+        return None
+    return list(entries)
+
+
+def e820__update_table(table: list[E820Entry]) -> list[E820Entry] | None:
+    """Sanitize an e820 map as Linux does: sorted, no overlaps (the higher type wins where
+    entries overlap), empty entries dropped, touching entries of one type merged.  None where
+    Linux returns -1 and keeps the table as it was (fewer than two entries, one that wraps)."""
+    if len(table) < 2 or any(e.addr + e.size > U64_MAX for e in table):
+        return None
+    # Change points: at one address, starts sort before ends (cpcompare()).
+    points = sorted((addr, is_end, i) for i, e in enumerate(table) if e.size
+                    for addr, is_end in ((e.addr, 0), (e.addr + e.size, 1)))
+    overlap: dict[int, int] = {}
+    out: list[E820Entry] = []
+    last_type, last_addr = 0, 0
+    for addr, is_end, i in points:
+        if is_end:
+            del overlap[i]
+        else:
+            overlap[i] = table[i].type
+        current = max(overlap.values(), default=0)
+        if current == last_type:
+            continue
+        if last_type and addr - last_addr:
+            out.append(E820Entry(last_addr, addr - last_addr, last_type))
+        if current:
+            last_addr = addr
+        last_type = current
+    return out
+
+
 class Kernel:
     """One boot of the simulated kernel; a kexec constructs a new one."""
 
@@ -151,10 +193,25 @@ class Kernel:
         self.e820_table: list[E820Entry] = []
         self.e820_table_kexec: list[E820Entry] = []
         self.online_nodes: list[int] = []
+        # Why this kernel stopped, once it has: a kernel that panicked serves nothing more.
+        self.panic_message: str | None = None
 
     # ------------------------------------------------------------------ boot
 
     def start_kernel(self) -> None:
+        """Boot; a panic on the way leaves a stopped kernel (panic_message) rather than an exception."""
+        try:
+            self._start_kernel()
+        except KernelPanic as e:
+            self.panic(str(e))
+
+    def panic(self, message: str) -> None:
+        """panic(): the last lines on the console, and the kernel stops for good."""
+        self.panic_message = message
+        self.printk.log(f"Kernel panic - not syncing: {message}", LOGLEVEL_EMERG)
+        self.printk.log(f"---[ end Kernel panic - not syncing: {message} ]---", LOGLEVEL_EMERG)
+
+    def _start_kernel(self) -> None:
         self.arch.smp_setup_processor_id()
         self.printk.log(linux_banner(self.info.version), LOGLEVEL_NOTICE)
         if self.test_kho is not None and self.kver < (6, 17):
@@ -225,10 +282,20 @@ class Kernel:
             self.memblock.reserve_kern(sd.phys, SETUP_DATA_HDR_SIZE + sd.len)
 
     def e820__memory_setup(self, bp: BootParams) -> None:
-        self.e820_table_kexec = list(bp.e820_table)
-        self.e820_table = list(bp.e820_table)
+        """e820__memory_setup_default(): the boot loader's map, sanitized; a fake one if unusable."""
+        who, table = "BIOS-e820", _append_e820_table(bp.e820_table)
+        if table is None:
+            if bp.alt_mem_k < bp.ext_mem_k:
+                who, mem_size = "BIOS-88", bp.ext_mem_k
+            else:
+                who, mem_size = "BIOS-e801", bp.alt_mem_k
+            table = [E820Entry(0, LOWMEMSIZE, E820_TYPE_RAM), E820Entry(SZ_1M, mem_size << 10, E820_TYPE_RAM)]
+        table = e820__update_table(table) or table
+        self.e820_table_kexec = list(table)
+        self.e820_table = list(table)
         self.printk.pr_info("BIOS-provided physical RAM map:")
-        self.e820__print_table("BIOS-e820")
+        self.e820__print_table(who)
+        self._check_e820_ram()
 
     def e820__print_table(self, who: str) -> None:
         for e in self.e820_table:
@@ -241,17 +308,15 @@ class Kernel:
                 self.add_kho(sd.phys, sd.len + SETUP_DATA_HDR_SIZE)
 
     def add_kho(self, phys: int, data_len: int) -> None:
-        # data_len is a u32 (setup_data.len + 16), size a u64.  early_memremap() refuses only a
-        # zero or wrapping size or more than NR_FIX_BTMAPS (64) pages; it maps whole pages, so a
-        # short but non-zero len still lets add_kho() read all 32 bytes of struct kho_data.
-        # Outside simulated RAM counts as unmappable.
-        data_len &= 0xFFFFFFFF
-        addr, size = phys + SETUP_DATA_HDR_SIZE, (data_len - SETUP_DATA_HDR_SIZE) & U64_MAX
-        pages = (PAGE_ALIGN(addr + size) - (addr & ~(PAGE_SIZE - 1))) >> PAGE_SHIFT
-        if not size or pages > 64 or max(addr + size, addr + KHO_DATA_SIZE) > self.physmem.size:
+        # data_len is a u32 (setup_data.len + 16) and size = data_len - 16 a u64, so a len
+        # below 16 wraps into a size early_memremap refuses.  A short but non-zero len still
+        # maps the whole page, so all 32 bytes of struct kho_data are read.
+        addr = phys + SETUP_DATA_HDR_SIZE
+        size = ((data_len & 0xFFFFFFFF) - SETUP_DATA_HDR_SIZE) & U64_MAX
+        if early_memremap(self.physmem, self.printk, addr, size) is None:
             self.printk.pr_warn(f"setup: failed to memremap kho data (0x{addr:x}, 0x{size:x})")
             return
-        kho = KhoData.unpack(self.physmem.read(addr, KHO_DATA_SIZE))
+        kho = KhoData.unpack(read_phys(self.physmem, addr, KHO_DATA_SIZE))
         self.kho.kho_populate(kho.fdt_addr, kho.fdt_size, kho.scratch_addr, kho.scratch_size)
         self.scrub_scratch()
 
@@ -394,6 +459,18 @@ class Kernel:
         mb.trim_memory(PAGE_SIZE)
         if mb.memblock_debug:
             self.printk.pr_info(mb.dump_all())
+
+    def _check_e820_ram(self) -> None:
+        """The simulator stops a kernel told of RAM the machine does not have: Linux would use
+        it, and on hardware that reads nothing back and crashes wherever it first allocates."""
+        present = [(e.addr, e.addr + e.size) for e in self.machine.board.e820 if e.type == E820_TYPE_RAM]
+        if not any(e.size for e in self._e820_ram()):
+            raise KernelPanic("e820: no RAM in the memory map [khofs: not checked by Linux]")
+        for e in self._e820_ram():
+            end = min(e.addr + e.size, PHYS_ADDR_MAX)        # memblock_cap_size()
+            if e.size and not any(s <= e.addr and end <= t for s, t in present):
+                raise KernelPanic(f"e820: RAM [mem {e.addr:#018x}-{end - 1:#018x}] is not memory this "
+                                  "machine has [khofs: not checked by Linux]")
 
     def _e820_ram(self) -> list[E820Entry]:
         """RAM entries of the (possibly mem=-trimmed) e820 table, as memblock_add sees them."""

@@ -642,15 +642,22 @@ class Kexec:
         return self.host.arch.machine_kexec(image)
 
 
+def kernel_read_file_size(size: int, ram: int) -> int:
+    """kernel_read_file()'s answer from a file's size alone, before it reads a byte: -EINVAL
+    for an empty file, -EFBIG over the limit, -ENOMEM where its vmalloc'ed buffer cannot fit
+    in `ram` bytes; 0 to read it."""
+    if size <= 0:
+        return -errno.EINVAL
+    if size > KEXEC_FILE_SIZE_MAX:
+        return -errno.EFBIG
+    return -errno.ENOMEM if size > ram else 0
+
+
 def _kernel_read_file(data: bytes | int) -> int:
-    """kernel_read_file(): an empty file is -EINVAL, one over the limit -EFBIG; an int is its failure."""
+    """kernel_read_file() of a file already in memory (so it fitted); an int is its failure."""
     if isinstance(data, int):
         return data
-    if len(data) <= 0:
-        return -errno.EINVAL
-    if len(data) > KEXEC_FILE_SIZE_MAX:
-        return -errno.EFBIG
-    return 0
+    return kernel_read_file_size(len(data), len(data))
 
 
 def _purgatory_bytes(regs: dict[str, int]) -> bytes:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sim import fdt as libfdt
 from sim.debugfs import Dentry
+from sim.early_ioremap import early_memremap, read_phys
 from sim.kexec import KEXEC_BUF_MEM_UNKNOWN, KexecBuf, Kimage, kexec_add_buffer
 from sim.memblock import (
     MEMBLOCK_ALLOC_ACCESSIBLE,
@@ -446,6 +447,11 @@ class KexecHandover:
         """kho_debugfs_fdt_add: a 0400 blob of the FDT's totalsize at creation time."""
         size = self._fdt_totalsize_at(fdt_phys)
         physmem = self.k.physmem
+        if fdt_phys + size > physmem.size:
+            # The blob would read through phys_to_virt() past the end of RAM: an oops in Linux.
+            self.k.printk.pr_warn(f"KHO: fdt `{name}` [mem {fdt_phys:#018x}-{fdt_phys + size - 1:#018x}] "
+                                  "runs past the end of RAM [khofs: not checked by Linux]")
+            return -errno.EFAULT
         try:
             dentry = self.k.debugfs.debugfs_create_blob(name, 0o400, parent,
                                                         lambda: physmem.read(fdt_phys, size))
@@ -457,10 +463,7 @@ class KexecHandover:
         return 0
 
     def _fdt_totalsize_at(self, phys: int) -> int:
-        try:
-            return libfdt.fdt_totalsize(self.k.physmem.read(phys, 8))
-        except ValueError:
-            return 0
+        return libfdt.fdt_totalsize(read_phys(self.k.physmem, phys, 8))
 
     def kho_add_subtree(self, ser: KhoSerialization, name: str, fdt_phys: int) -> int:
         """Record a sub-FDT's address in the root FDT and expose it in out/sub_fdts."""
@@ -586,12 +589,13 @@ class KexecHandover:
 
     def map_fdt(self, phys: int, length: int) -> bytes:
         """early_memremap(phys, length) as libfdt then uses it: it trusts the header's totalsize
-        and reads past the mapped length, so the simulator maps what the header claims (within
-        RAM, at most FDT_MAP_MAX — a bound of its own so garbage cannot exhaust the host)."""
-        fdt = self.k.physmem.read(phys, length)
-        total = libfdt.fdt_totalsize(fdt) if length >= 8 else 0
-        if total > length:
-            fdt = self.k.physmem.read(phys, min(total, FDT_MAP_MAX, self.k.physmem.size - phys))
+        and reads past the mapped length, so the simulator maps what the header claims (at most
+        FDT_MAP_MAX — a bound of its own so garbage cannot exhaust the host).  Outside RAM it
+        reads what the bus answers, as a mapping there does."""
+        fdt = read_phys(self.k.physmem, phys, min(length, FDT_MAP_MAX))
+        total = libfdt.fdt_totalsize(fdt) if len(fdt) >= 8 else 0
+        if total > len(fdt):
+            fdt = read_phys(self.k.physmem, phys, min(total, FDT_MAP_MAX))
         return fdt
 
     def kho_init(self) -> int:
@@ -723,11 +727,11 @@ class KexecHandover:
 
     def _kho_populate(self, fdt_phys: int, fdt_len: int, scratch_phys: int, scratch_len: int) -> int:
         printk = self.k.printk
-        try:
-            fdt = self.map_fdt(fdt_phys, fdt_len)
-        except ValueError:
+        physmem = self.k.physmem
+        if early_memremap(physmem, printk, fdt_phys, fdt_len) is None:
             printk.pr_warn(f"KHO: setup: failed to memremap FDT (0x{fdt_phys:x})")
             return -errno.EFAULT
+        fdt = self.map_fdt(fdt_phys, fdt_len)
         err = libfdt.fdt_check_header(fdt)
         if err:
             printk.pr_warn(f"KHO: setup: handover FDT (0x{fdt_phys:x}) is invalid: {err}")
@@ -737,25 +741,26 @@ class KexecHandover:
             printk.pr_warn(f"KHO: setup: handover FDT (0x{fdt_phys:x}) is incompatible with "
                            f"'{KHO_FDT_COMPATIBLE}': {err}")
             return -errno.EINVAL
-        try:
-            raw = self.k.physmem.read(scratch_phys, scratch_len)
-        except ValueError:
+        raw = early_memremap(physmem, printk, scratch_phys, scratch_len)
+        if raw is None:
             printk.pr_warn(f"KHO: setup: failed to memremap scratch (phys=0x{scratch_phys:x}, "
                            f"len={_lld(scratch_len)})")
             return -errno.EFAULT
-        problem = self.kho_validate_mem_map(fdt)
+        areas = _unpack_scratch(raw)
+        problem = self.kho_validate_scratch(areas) or self.kho_validate_mem_map(fdt, areas)
         if problem:
             printk.pr_warn(f"KHO: setup: {problem} [khofs: not checked by Linux]")
             return -errno.EINVAL
         mb = self.k.memblock
-        for area in _unpack_scratch(raw):
+        for area in areas:
             addr, size = area.addr, area.size
             mb.add(addr, size)
             err = mb.mark_kho_scratch(addr, size)
+            # %pa prints its own 0x after the format's: the kernel logs 0x0x...
             if err:
-                printk.pr_warn(f"KHO: failed to mark the scratch region 0x{addr:016x}+0x{size:016x}: {err}")
+                printk.pr_warn(f"KHO: failed to mark the scratch region 0x{addr:#018x}+0x{size:#018x}: {err}")
                 return err
-            printk.pr_debug(f"KHO: Marked 0x{addr:016x}+0x{size:016x} as scratch")
+            printk.pr_debug(f"KHO: Marked 0x{addr:#018x}+0x{size:#018x} as scratch")
         mb.reserve(scratch_phys, scratch_len)
         mb.set_kho_scratch_only()
         self.kho_in_fdt_phys = fdt_phys
@@ -764,7 +769,27 @@ class KexecHandover:
         printk.pr_info("KHO: found kexec handover data. Will skip init for some devices")
         return 0
 
-    def kho_validate_mem_map(self, fdt: bytes) -> str:
+    def kho_validate_scratch(self, areas: list[KhoScratch]) -> str:
+        """The simulator's check of the incoming scratch array; "" means usable.
+
+        Linux adds every entry to memblock as RAM and then allocates only from them: an
+        entry beyond the machine's memory or overlapping another is memory that is not there
+        or is used twice, and no scratch at all leaves early boot nothing to allocate from.
+        """
+        used = sorted((a.addr, a.addr + a.size) for a in areas if a.size)
+        if not used:
+            return "scratch array has no scratch memory"
+        prev_end = 0
+        for start, end in used:
+            name = f"scratch area 0x{start:x}+0x{end - start:x}"
+            if end > self.k.physmem.size:
+                return f"{name} is outside RAM"
+            if start < prev_end:
+                return f"{name} overlaps another scratch area"
+            prev_end = end
+        return ""
+
+    def kho_validate_mem_map(self, fdt: bytes, scratch: list[KhoScratch]) -> str:
         """The simulator's own check of the whole chunk list before anything is revived.
 
         Linux 6.16 trusts the list and would crash or half-revive on a corrupt one; the
@@ -773,10 +798,17 @@ class KexecHandover:
         value, length = libfdt.fdt_getprop(fdt, 0, PROP_PRESERVED_MEMORY_MAP)
         if value is None or length != 8:
             return ""          # Linux itself reports this later, in kho_mem_deserialize
+        nbytes = self.preserve_bits // 8
         try:
-            for _ in kho_mem_chunks_checked(self.k.physmem.read, struct.unpack("<Q", value)[0],
-                                            self.preserve_bits, self.k.physmem.size):
-                pass
+            for chunk, _bits in kho_mem_chunks_checked(self.k.physmem.read, struct.unpack("<Q", value)[0],
+                                                       self.preserve_bits, self.k.physmem.size):
+                area = _in_scratch(chunk.phys, PAGE_SIZE, scratch)
+                if area:
+                    return f"preserved memory map chunk 0x{chunk.phys:x} lies in {area}"
+                for _phys_start, bitmap in chunk.bitmaps:
+                    area = _in_scratch(bitmap, nbytes, scratch)
+                    if area:
+                        return f"preserved memory bitmap 0x{bitmap:x} lies in {area}"
         except KhoMemMapError as e:
             return str(e)
         return ""
@@ -898,6 +930,18 @@ def _bad_chunk_addr(chunk: int, ram_size: int) -> str:
     return ""
 
 
+def _in_scratch(phys: int, size: int, scratch: list[KhoScratch]) -> str:
+    """Names the scratch area [phys, phys+size) overlaps, or "".
+
+    The chunk list and its bitmaps are read only in mm_core_init, after the new kernel
+    has been allocating from scratch: there they are overwritten before they are read.
+    """
+    for a in scratch:
+        if a.size and a.addr < phys + size and phys < a.addr + a.size:
+            return f"scratch area 0x{a.addr:x}+0x{a.size:x}"
+    return ""
+
+
 def _lld(value: int) -> int:
     """%lld of a u64."""
     return value - (1 << 64) if value >= 1 << 63 else value
@@ -958,17 +1002,22 @@ def kho_restore_vmalloc(kho: KexecHandover, preservation: bytes) -> bytes | None
     first, total_pages, _flags, order = struct.unpack("<QIHH", preservation)
     k = kho.k
     out = bytearray()
-    chunk = first
+    chunk, seen = first, set()
     while chunk and len(out) < total_pages * PAGE_SIZE:
-        if kho.kho_restore_folio(chunk) is None:
-            return None
+        if chunk in seen or kho.kho_restore_folio(chunk) is None:
+            return None                 # a chunk list that loops would hang Linux: refused
+        seen.add(chunk)
         page = k.physmem.read(chunk, PAGE_SIZE)
         for i in range(KHO_VMALLOC_SIZE):
             phys = struct.unpack_from("<Q", page, 8 + i * 8)[0]
             if not phys or len(out) >= total_pages * PAGE_SIZE:
                 break
+            # idx + contig_pages > total_pages, and pages past RAM are not online.
+            size = PAGE_SIZE << order
+            if len(out) + size > total_pages * PAGE_SIZE or phys + size > k.physmem.size:
+                return None
             if kho.kho_restore_folio(phys) is None:
                 return None
-            out += k.physmem.read(phys, PAGE_SIZE << order)
+            out += k.physmem.read(phys, size)
         chunk = struct.unpack_from("<Q", page, 0)[0]
     return bytes(out) if len(out) == total_pages * PAGE_SIZE else None

@@ -10,7 +10,7 @@ for arm64 (sim.arch.x86.q35, sim.arch.arm64.virt).
 """
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -82,8 +82,12 @@ class Machine:
         self.halted = False
         return self._start(load_addr, boot_params)
 
-    def kexec(self) -> Kernel:
-        """reboot(LINUX_REBOOT_CMD_KEXEC): the old kernel copies the image in place and jumps."""
+    def kexec(self, fault: Callable[[PhysMem, int], None] | None = None) -> Kernel:
+        """reboot(LINUX_REBOOT_CMD_KEXEC): the old kernel copies the image in place and jumps.
+
+        `fault` (fault injection, for fuzzers and tests) runs between the copy and the jump
+        with RAM and the boot_params address: what it writes is what the new kernel finds.
+        """
         if self.kernel is None:
             raise RuntimeError("the machine has not been booted")
         scratch = [(a.addr, a.addr + a.size) for a in self.kernel.kho.kho_scratch]
@@ -92,6 +96,8 @@ class Machine:
             self.kho_sanitizer.kexec(scratch)
         self.kernel = None
         self.generation += 1
+        if fault is not None:
+            fault(self.physmem, boot_params)
         return self._start(load_addr, boot_params)
 
     def _start(self, load_addr: int, boot_params: int) -> Kernel:

@@ -185,6 +185,8 @@ class Memblock:
         self.can_resize = False
         self.memblock_debug = False
         self.kho_scratch_only = False
+        # The state a doubling last failed in (see _double_array).
+        self._double_failed: tuple[object, ...] | None = None
         # kernelcore=mirror; without it memblock_mark_mirror is a no-op and nothing is mirrored.
         self.mirrored_kernelcore = False
         self.system_has_some_mirror = False
@@ -242,11 +244,19 @@ class Memblock:
         # Only the reserved array must avoid the range about to be reserved.
         if type is not self.reserved:
             new_area_start = new_area_size = 0
-        addr = self._find_in_range(new_area_start + new_area_size, self.current_limit,
-                                   new_alloc_size, PAGE_SIZE)
-        if not addr and new_area_size:
-            addr = self._find_in_range(0, min(new_area_start, self.current_limit), new_alloc_size,
-                                       PAGE_SIZE)
+        # Simulator: a doubling that failed fails again while no region, size, flag or limit
+        # has changed, whatever page the caller is about to reserve; not searching again keeps
+        # a flood of failing reservations (a corrupt KHO bitmap in scratch-only mode) linear.
+        state = (type.name, type.max, self.current_limit, self.kho_scratch_only, len(self.reserved._rgn),
+                 self.reserved.total_size, tuple((r.base, r.size, r.flags) for r in self.memory._rgn))
+        addr = 0
+        if state != self._double_failed:
+            addr = self._find_in_range(new_area_start + new_area_size, self.current_limit,
+                                       new_alloc_size, PAGE_SIZE)
+            if not addr and new_area_size:
+                addr = self._find_in_range(0, min(new_area_start, self.current_limit), new_alloc_size,
+                                           PAGE_SIZE)
+        self._double_failed = None if addr else state
         if not addr:
             self._log(f"memblock: Failed to double {type.name} array from {type.max} to "
                       f"{type.max * 2} entries !\n")

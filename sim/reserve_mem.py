@@ -137,10 +137,7 @@ class ReserveMem:
             if err != -errno.ENOENT:
                 self.k.printk.pr_warn(f"failed to retrieve FDT '{MEMBLOCK_KHO_FDT}' from KHO: {err}")
             return None
-        try:
-            fdt = self.k.kho.map_fdt(phys, PAGE_SIZE)
-        except ValueError:
-            return None
+        fdt = self.k.kho.map_fdt(phys, PAGE_SIZE)
         err = libfdt.fdt_node_check_compatible(fdt, 0, MEMBLOCK_KHO_NODE_COMPATIBLE)
         if err:
             self.k.printk.pr_warn(f"FDT '{MEMBLOCK_KHO_FDT}' is incompatible with "

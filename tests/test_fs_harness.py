@@ -17,6 +17,9 @@ from khofs.fs import serve
 from sim.machine import Machine
 
 KHO_CMDLINE = "kho=on kho_scratch=16M,512M,256M reserve_mem=64m:4k:n1"
+# What `khofs run`/`attach` print where the host has no /dev/mem to bind over (issue 8 item 5).
+NO_DEV_MEM = "" if os.path.exists("/dev/mem") else \
+    "khofs: this host has no /dev/mem; /dev is read-only inside, use $KHOFS_ROOT/dev/mem\n"
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -310,26 +310,74 @@ def _patch_kho_setup_data(k: Kernel, offset: int, data: bytes) -> int:
     return entry.phys
 
 
-def test_unmappable_fdt_is_efault() -> None:
+WARN_SIZE = "WARNING: CPU: 0 PID: 0 at mm/early_ioremap.c:124 __early_ioremap+0x0/0x0"
+WARN_PAGES = "WARNING: CPU: 0 PID: 0 at mm/early_ioremap.c:139 __early_ioremap+0x0/0x0"
+
+
+@only("x86_64")      # the sizes travel in x86 kho_data
+@pytest.mark.parametrize(("fdt_addr", "fdt_size", "warn"), [
+    (None, 0, WARN_SIZE),                          # zero size
+    (None, 65 * PAGE_SIZE, WARN_PAGES),            # more than NR_FIX_BTMAPS (64) pages
+    (1 << 63, (1 << 63) + 1, WARN_SIZE),           # wraps
+    (0x3FFF, 64 * PAGE_SIZE, WARN_PAGES),          # 64 pages, but unaligned: 65 mapped
+])
+def test_unmappable_fdt_is_efault(fdt_addr: int | None, fdt_size: int, warn: str) -> None:
+    m, k0 = boot()
+    finalize(k0)
+    load(k0)
+    if fdt_addr is not None:
+        _patch_kho_setup_data(k0, 16, struct.pack("<Q", fdt_addr))
+    fdt_addr = fdt_addr if fdt_addr is not None else k0.kho.ser.fdt.phys
+    _patch_kho_setup_data(k0, 24, struct.pack("<Q", fdt_size))
+    lines = log(m.kexec())
+    i = lines.index(f"KHO: setup: failed to memremap FDT (0x{fdt_addr:x})")
+    assert lines[i - 4:i] == ["------------[ cut here ]------------", warn,
+                              "[khofs: registers and call trace not simulated]",
+                              "---[ end trace 0000000000000000 ]---"]
+    assert lines[i + 1] == "KHO: disabling KHO revival: -14"
+    assert FOUND not in lines
+
+
+@only("x86_64")      # the sizes travel in x86 kho_data
+def test_fdt_outside_ram_is_mapped_and_fails_the_header_check() -> None:
+    """early_memremap maps any address; beyond RAM the bus reads all ones: FDT_ERR_BADMAGIC."""
     m, k0 = boot()
     finalize(k0)
     load(k0)
     patch_handover(k0, "fdt", 1 << 50)
     lines = kho_lines(m.kexec())
-    i = lines.index("KHO: setup: failed to memremap FDT (0x4000000000000)")
+    i = lines.index("KHO: setup: handover FDT (0x4000000000000) is invalid: -9")
+    assert lines[i + 1] == DISABLING
+
+
+@only("x86_64")      # the sizes travel in x86 kho_data
+@pytest.mark.parametrize(("scratch_size", "warn"), [(0, WARN_SIZE), (0x3000000, WARN_PAGES)])
+def test_unmappable_scratch_array_is_efault(scratch_size: int, warn: str) -> None:
+    m, k0 = boot()
+    finalize(k0)
+    load(k0)
+    _patch_kho_setup_data(k0, 40, struct.pack("<Q", scratch_size))
+    k1 = m.kexec()
+    lines = log(k1)
+    (i,) = [i for i, line in enumerate(lines)
+            if line.startswith("KHO: setup: failed to memremap scratch (phys=0x")
+            and line.endswith(f", len={scratch_size})")]
+    assert lines[i - 3] == warn
     assert lines[i + 1] == "KHO: disabling KHO revival: -14"
-    assert FOUND not in lines
+    assert {r.flag for r in regions(k1, "memory")} == {"NONE"}
 
 
-def test_unmappable_scratch_array_is_efault() -> None:
+@only("x86_64")      # the sizes travel in x86 kho_data
+def test_scratch_array_outside_ram_is_refused_by_the_simulator() -> None:
     m, k0 = boot()
     finalize(k0)
     load(k0)
     patch_handover(k0, "scratch", 1 << 50)
     k1 = m.kexec()
     lines = kho_lines(k1)
-    i = lines.index("KHO: setup: failed to memremap scratch (phys=0x4000000000000, len=64)")
-    assert lines[i + 1] == "KHO: disabling KHO revival: -14"
+    i = lines.index("KHO: setup: scratch area 0xffffffffffffffff+0xffffffffffffffff is outside RAM "
+                    "[khofs: not checked by Linux]")
+    assert lines[i + 1] == DISABLING
     assert {r.flag for r in regions(k1, "memory")} == {"NONE"}
 
 
