@@ -26,6 +26,7 @@ kernel's ENOSYS for a filter without a listener: nothing is ever let through.
 """
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import os
@@ -565,7 +566,8 @@ def forward_signals(pid: int) -> dict[int, object]:
     """Pass SIGTERM, SIGINT and SIGHUP on to pid instead of dying of them, so that CMD decides
     when the machine under it goes away; the handlers replaced."""
     def forward(sig: int, _frame: object) -> None:
-        os.kill(pid, sig)
+        with contextlib.suppress(ProcessLookupError):       # it has just exited
+            os.kill(pid, sig)
     return {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
 
 
