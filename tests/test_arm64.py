@@ -58,6 +58,8 @@ def test_virt_memory_comes_from_the_dt_memory_nodes() -> None:
     lines = log(k)
     assert lines[0] == "Booting Linux on physical CPU 0x0000000000 [0x411fd070]"
     assert lines[1].startswith("Linux version 6.16.0-khofs ")
+    assert lines[2] == "KASLR enabled"                     # QEMU put a kaslr-seed in /chosen
+    assert "KASLR disabled on command line" in log(boot("kho=on nokaslr")[1])
     assert lines.index("Machine model: linux,dummy-virt") < lines.index("efi: UEFI not found.") \
         < lines.index("Kernel command line: kho=on")
     tree = libfdt.Fdt(k.platform_files()["/sys/firmware/fdt"][1])
@@ -242,6 +244,7 @@ def test_handover_through_chosen_revives_n1_and_shows_in_sysfs() -> None:
     assert files[chosen + "linux,booted-from-kexec"][1] == b""
     assert "/sys/firmware/devicetree/base/chosen/rng-seed" not in files     # NOP'd at boot
     assert files[chosen + "kaslr-seed"][1] == bytes(8)                      # wiped at boot
+    assert "KASLR enabled" in log(k1)                       # of_kexec_alloc_and_setup_fdt's new seed
     assert files["/sys/firmware/fdt"][0] == 0o400 and k1.platform_links() == {
         "/proc/device-tree": "/sys/firmware/devicetree/base"}
 

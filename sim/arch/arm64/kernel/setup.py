@@ -78,7 +78,7 @@ class Arm64(Arch):
 
     def setup_arch(self) -> None:
         k = self.k
-        self.kaslr_early_init()
+        self.kaslr_init(self.kaslr_early_init())
         self.setup_machine_fdt()
         k.saved_command_line = k.boot_command_line
         k.parse_early_param()
@@ -87,11 +87,27 @@ class Arm64(Arch):
         self.boot_fdt = self.dt.blob()          # unflatten_device_tree()
         self.bootmem_init()
 
-    def kaslr_early_init(self) -> None:
-        """arch/arm64/kernel/pi/kaslr_early.c: the seed is read and zeroed in the DTB."""
-        chosen = fdt_path_offset(self.dt.blob(), "/chosen")
-        if chosen >= 0:
-            self.dt.setprop_inplace(chosen, "kaslr-seed", bytes(8))
+    def kaslr_early_init(self) -> str:
+        """arch/arm64/kernel/pi/kaslr_early.c, before the MMU is on: unless the command line (bootargs,
+        else CONFIG_CMDLINE) says nokaslr, the seed is read and zeroed in the DTB.  Returns what
+        kaslr_init() reports: "enabled", "cmdline" or "seed"."""
+        fdt = self.dt.blob()
+        chosen = fdt_path_offset(fdt, "/chosen")
+        bootargs = fdt_getprop(fdt, chosen, "bootargs")[0] if chosen >= 0 else None
+        line = bootargs.split(b"\0", 1)[0].decode("utf-8", "replace") if bootargs else ""
+        if "nokaslr" in (line or self.k.info.builtin_cmdline).split():
+            return "cmdline"
+        seed = fdt_getprop(fdt, chosen, "kaslr-seed")[0] if chosen >= 0 else None
+        if seed is None or len(seed) != 8 or not any(seed):
+            return "seed"
+        self.dt.setprop_inplace(chosen, "kaslr-seed", bytes(8))
+        return "enabled"
+
+    def kaslr_init(self, state: str) -> None:
+        """arch/arm64/kernel/kaslr.c.  The kernel's virtual placement is all KASLR moves here; its
+        physical address stays where the boot loader put it, which is all the simulator models."""
+        self.k.printk.pr_info({"enabled": "KASLR enabled", "cmdline": "KASLR disabled on command line",
+                               "seed": "KASLR disabled due to lack of seed"}[state])
 
     def setup_machine_fdt(self) -> None:
         k = self.k
