@@ -7,7 +7,8 @@ Fixtures:
 Assertions (import them from khofs.pytest_plugin):
     assert_kho_revived(machine, phys, data)   the bytes are back at phys, preserved by KHO
     assert_no_kho_findings(machine)           no khofs diagnostic (loss check, sanitizer) logged
-Options (group "khofs"): --khofs-kernel-version, --khofs-scrub, --khofs-kho-sanitizer.  Marker: fuse.
+Options (group "khofs"): --khofs-kernel-version, --khofs-arch, --khofs-scrub, --khofs-kho-sanitizer.
+Marker: fuse.
 
 Importing this module costs nothing but pytest: sim is imported inside the fixtures.
 """
@@ -29,6 +30,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("khofs", "khofs: simulated KHO machines")
     group.addoption("--khofs-kernel-version", default="6.16", metavar="V",
                     help="kernel version kho_machine boots unless a test says (6.16, 6.17, 6.18)")
+    group.addoption("--khofs-arch", default="x86_64", choices=("x86_64", "arm64"),
+                    help="architecture kho_machine boots unless a test says (x86_64, arm64)")
     group.addoption("--khofs-scrub", action="store_true",
                     help="kho_machine poisons memory a kernel did not preserve unless a test says")
     group.addoption("--khofs-kho-sanitizer", action="store_true",
@@ -43,12 +46,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def kho_machine(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """A factory: kho_machine(mem="8G", cmdline="kho=on", modules=[...], ...) boots and returns a Machine.
 
-    Keywords are Machine's; kernel_version, scrub and kho_sanitizer default to
-    --khofs-kernel-version, --khofs-scrub and --khofs-kho-sanitizer."""
+    Keywords are Machine's; kernel_version, arch, scrub and kho_sanitizer default to
+    --khofs-kernel-version, --khofs-arch, --khofs-scrub and --khofs-kho-sanitizer."""
     from sim.machine import Machine
 
     def boot(**kwargs: Any) -> Any:
         kwargs.setdefault("kernel_version", request.config.getoption("khofs_kernel_version"))
+        kwargs.setdefault("arch", request.config.getoption("khofs_arch"))
         kwargs.setdefault("scrub", request.config.getoption("khofs_scrub"))
         kwargs.setdefault("kho_sanitizer", request.config.getoption("khofs_kho_sanitizer"))
         machine = Machine(**kwargs)
@@ -61,17 +65,17 @@ def kho_kexec(machine: Any, *, cmdline: str | None = None, initrd: bytes | None 
               image: bytes | None = None, finalize: bool = True) -> Any:
     """`echo 1 > kho/out/finalize; kexec -l Image -s [--initrd] --reuse-cmdline; kexec -e`; the new kernel.
 
-    cmdline defaults to the running kernel's (/proc/cmdline), image to a bzImage of the running
-    version; finalize=False skips the finalize (as a 6.16 user may).  A failing step raises the
-    OSError the kernel returns."""
-    from sim.bzimage import make_bzimage
+    cmdline defaults to the running kernel's (/proc/cmdline), image to one of the running version
+    for the machine's architecture (a bzImage, or an arm64 Image); finalize=False skips the
+    finalize (as a 6.16 user may).  A failing step raises the OSError the kernel returns."""
+    from sim.arch import make_kernel_image
     from sim.kexec import KEXEC_FILE_NO_INITRAMFS
 
     kernel = machine.kernel
     if finalize and kernel.debugfs.exists("kho/out/finalize"):
         if kernel.debugfs.read("kho/out/finalize") != b"1\n":
             kernel.debugfs.write("kho/out/finalize", b"1\n")
-    image = make_bzimage(kernel.info.version) if image is None else image
+    image = make_kernel_image(machine.arch, kernel.info.version) if image is None else image
     flags = KEXEC_FILE_NO_INITRAMFS if initrd is None else 0
     kernel.kexec_file_load(image, initrd, kernel.cmdline if cmdline is None else cmdline, flags)
     return machine.kexec()

@@ -41,7 +41,8 @@ VERSIONS
     fails a module's link.  ``kernel.kernel_version`` tells a module which it runs on.
 
 KEXEC
-    ``make_bzimage(kernel_version, cmdline=...)`` builds an image of the simulated kernel;
+    ``make_bzimage(kernel_version, cmdline=...)`` builds an image of the simulated kernel
+    (``make_kernel_image("arm64", kernel_version, cmdline)`` one for ``Machine(arch="arm64")``);
     ``machine.kernel.kexec_file_load(image, initrd, cmdline, flags)`` loads it with the
     KEXEC_FILE_* flags below (KEXEC_FILE_NO_INITRAMFS when initrd is None) and
     ``machine.kexec()`` reboots into it, returning the new kernel.  Finalize first
@@ -53,6 +54,7 @@ Everything else in ``sim`` is internal and may change.
 
 import struct
 
+from sim.arch import make_kernel_image
 from sim.bzimage import make_bzimage
 from sim.fdt import (
     FdtSw,
@@ -124,6 +126,7 @@ __all__ = [
     "fdt_get_name",
     # kexec: an image to load, and uapi/linux/kexec.h
     "make_bzimage",
+    "make_kernel_image",
     "KEXEC_FILE_UNLOAD",
     "KEXEC_FILE_ON_CRASH",
     "KEXEC_FILE_NO_INITRAMFS",

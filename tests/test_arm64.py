@@ -405,3 +405,16 @@ def test_x86_parameters_are_unknown_on_arm64_and_mem_is_arm64s() -> None:
     unknown = next(line for line in lines if line.startswith("Unknown kernel command line parameters"))
     assert '"apic iommu=soft"' in unknown
     assert k.memblock.end_of_DRAM() <= RAM + 2 * GiB
+
+
+def test_a_kho_users_pytest_runs_on_arm64_with_khofs_arch(tmp_path: Path) -> None:
+    """README "Write a KHO user": the same module and test, --khofs-arch=arm64 (kho_kexec loads an Image)."""
+    from test_kho_user import environment, readme_blocks
+    (tmp_path / "demo_kho.py").write_text(readme_blocks()[0])
+    (tmp_path / "test_demo.py").write_text(readme_blocks()[2] + (
+        "\n\ndef test_the_machine_is_arm64(kho_machine):\n"
+        "    assert kho_machine(mem='1G', nodes=1).kernel.arch.name == 'arm64'\n"))
+    env = {k: v for k, v in environment().items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--khofs-arch=arm64",
+                        "test_demo.py"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout + r.stderr
