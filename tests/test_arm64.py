@@ -418,3 +418,24 @@ def test_a_kho_users_pytest_runs_on_arm64_with_khofs_arch(tmp_path: Path) -> Non
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--khofs-arch=arm64",
                         "test_demo.py"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("corrupt", ["magic", "misaligned"])
+def test_a_bad_dtb_stops_the_boot_with_the_kernels_message(corrupt: str) -> None:
+    """setup_machine_fdt: a blob fixmap_remap_fdt refuses (not FDT_MAGIC, not 8-byte aligned) gets
+    pr_crit's lines and a kernel that spins for ever: a stopped machine, not a Python error."""
+    m, k0 = boot()
+    finalize(k0)
+    k0.kexec_file_load(make_image(), None, k0.cmdline, NO_INITRAMFS)
+    img = k0.kexec.kexec_image
+    if corrupt == "magic":
+        seg = next(s for s in img.segments if s.mem == img.arch.dtb_mem)
+        seg.buffer = b"\0\0\0\0" + seg.buffer[4:]
+    else:
+        img.arch.dtb_mem += 4
+    k1 = m.kexec()
+    lines = log(k1)
+    pa = img.arch.dtb_mem
+    assert any(line.startswith(f"Error: invalid device tree blob: PA=0x{pa:016x}, VA=") for line in lines)
+    assert "Please check your bootloader." in lines
+    assert k1.panic_message is not None and "khofs" in k1.panic_message

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 OF_ROOT_NODE_ADDR_CELLS_DEFAULT = 1
 OF_ROOT_NODE_SIZE_CELLS_DEFAULT = 1
 COMMAND_LINE_SIZE = 2048
+MAX_FDT_SIZE = 2 << 20
 OF_SYSFS_BASE = "/sys/firmware/devicetree/base"
 FDT_NOP_WORD = struct.pack(">I", libfdt.FDT_NOP)
 
@@ -71,9 +72,19 @@ class EarlyFdt:
 
     # -- early_init_dt_scan --
 
+    def fixmap_remap_fdt(self) -> int | None:
+        """arch/arm64/mm/mmu.c: the blob's size, or None unless it is 8-byte aligned, in RAM, starts
+        with FDT_MAGIC and is at most MAX_FDT_SIZE (2 MiB) long."""
+        pa, physmem = self.initial_boot_params_pa, self.k.physmem
+        if pa % 8 or pa < 0 or pa + 40 > physmem.size:
+            return None
+        magic, size = struct.unpack(">II", physmem.read(pa, 8))
+        if magic != libfdt.FDT_MAGIC or size > MAX_FDT_SIZE or pa + size > physmem.size:
+            return None
+        return size
+
     def early_init_dt_verify(self) -> bool:
-        header = self.k.physmem.read(self.initial_boot_params_pa, 40)
-        return libfdt.fdt_check_header(header + bytes(max(0, self.totalsize - 40))) == 0
+        return self.fixmap_remap_fdt() is not None and libfdt.fdt_check_header(self.blob()) == 0
 
     def early_init_dt_scan(self, builtin_cmdline: str, add_memory: Callable[[int, int], None]) -> str:
         """Verify and scan the tree; the boot command line (``/chosen/bootargs`` or CONFIG_CMDLINE)."""

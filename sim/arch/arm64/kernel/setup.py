@@ -23,7 +23,8 @@ from sim.fdt import fdt_for_each_subnode, fdt_getprop, fdt_path_offset
 from sim.kernel import Kernel
 from sim.kexec import Kimage
 from sim.memblock import MEMBLOCK_NOMAP
-from sim.printk import LOGLEVEL_NOTICE
+from sim.panic import KernelPanic
+from sim.printk import LOGLEVEL_CRIT, LOGLEVEL_NOTICE
 from sim.sizes import PAGE_ALIGN, PAGE_SIZE, PFN_DOWN, PHYS_ADDR_MAX, U64_MAX, round_down
 
 # Cortex-A57 r1p0 (MIDR_EL1) (QEMU's -cpu cortex-a57), booted on MPIDR 0.
@@ -32,6 +33,8 @@ PHYS_MASK_SHIFT = 48
 ARM64_MEMSTART_ALIGN = 1 << 30           # PUD_SIZE with 4K pages
 LINEAR_REGION_SIZE = 1 << 47             # PAGE_END - PAGE_OFFSET, 48-bit VA
 U32_MAX = 0xFFFFFFFF
+# Where fixmap_remap_fdt maps the blob (FIX_FDT, 48-bit VA, 4K pages), for the %px in its error.
+FDT_FIXMAP_VA = 0xFFFFFFFEFE600000
 # The simulated link layout (sim.arch.arm64.boot.image): __init_begin and _sdata within image_size.
 CODE_FRACTION, DATA_FRACTION = 2, 4
 
@@ -88,6 +91,8 @@ class Arm64(Arch):
         self.bootmem_init()
 
     def kaslr_early_init(self) -> str:
+        if not self.dt.early_init_dt_verify():
+            return "seed"
         """arch/arm64/kernel/pi/kaslr_early.c, before the MMU is on: unless the command line (bootargs,
         else CONFIG_CMDLINE) says nokaslr, the seed is read and zeroed in the DTB.  Returns what
         kaslr_init() reports: "enabled", "cmdline" or "seed"."""
@@ -110,10 +115,20 @@ class Arm64(Arch):
                                "seed": "KASLR disabled due to lack of seed"}[state])
 
     def setup_machine_fdt(self) -> None:
-        k = self.k
-        if not self.dt.early_init_dt_verify():
-            raise RuntimeError(f"Error: invalid device tree blob at physical address "
-                               f"0x{self.dt.initial_boot_params_pa:016x}")
+        k, dt = self.k, self.dt
+        size = dt.fixmap_remap_fdt()
+        if size is not None:
+            k.memblock.reserve(dt.initial_boot_params_pa, size)
+        if size is None or not dt.early_init_dt_verify():
+            k.printk.log("", LOGLEVEL_CRIT)
+            k.printk.log(f"Error: invalid device tree blob: PA=0x{dt.initial_boot_params_pa:016x}, "
+                         f"VA={0 if size is None else FDT_FIXMAP_VA:016x}, size={size or 0} bytes",
+                         LOGLEVEL_CRIT)
+            k.printk.log("The dtb must be 8-byte aligned and must not exceed 2 MB in size.", LOGLEVEL_CRIT)
+            k.printk.log("", LOGLEVEL_CRIT)
+            k.printk.log("Please check your bootloader.", LOGLEVEL_CRIT)
+            raise KernelPanic("[khofs: Linux 6.16 spins here for ever (while (true) cpu_relax()); "
+                              "the machine is stopped]")
         k.boot_command_line = self.dt.early_init_dt_scan(k.info.builtin_cmdline, k.memblock.add)
         name = self.dt.of_flat_dt_get_machine_name()
         if name is not None:
