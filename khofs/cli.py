@@ -274,22 +274,6 @@ def _fence_dev_mem() -> list[str]:
     return ["/dev"]
 
 
-def _wait_forwarding(command: list[str], env: dict[str, str], cwd: str) -> int:
-    """Run CMD to its end; SIGTERM, SIGINT and SIGHUP sent to us go to CMD, and the machine
-    stays up until CMD has exited.  Its wait status."""
-    from khofs.intercept import forward_signals
-    try:
-        proc = subprocess.Popen(command, env=env, cwd=cwd)
-    except (OSError, subprocess.SubprocessError) as e:
-        raise CliError(f"cannot run {command[0]}: {getattr(e, 'strerror', None) or e}") from None
-    previous = forward_signals(proc.pid)
-    try:
-        return proc.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _kexec_mode(choice: str | None, root: str) -> str:
     """`real` (the host's kexec-tools, its calls intercepted), `clone`, or `none`: the clone
     without interception, with a warning, where seccomp user notification is unavailable.
@@ -316,6 +300,38 @@ def _kexec_mode(choice: str | None, root: str) -> str:
     return choice
 
 
+def _supervise(root: str, command: list[str], cwd: str, env: dict[str, str], clone: str, mode: str) -> int:
+    """khofs.intercept's supervisor in a child forked from this already-imported process (exec'ing
+    a second Python was most of `run`'s start-up), run to its end; SIGTERM, SIGINT and SIGHUP sent
+    to us go to it, so the machine stays up until CMD has exited.  The child touches nothing of the
+    machine (the server thread is not there); it reaches it only through the mount.  Its exit
+    status, as subprocess reports it (negative: killed by that signal)."""
+    from khofs import intercept
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.chdir(cwd)
+            os.environ.clear()
+            os.environ.update(env)
+            status = intercept.run(root, command, clone, mode == "real", mode != "none")
+        except BaseException as e:                  # noqa: BLE001 - report, never a traceback
+            print(f"khofs: seccomp supervisor failed: {type(e).__name__}: {e}", file=sys.stderr)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status & 0xFF)
+    previous = intercept.forward_signals(pid)
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return os.waitstatus_to_exitcode(status)
+
+
 def _enter(root: str, command: list[str] | None, cwd: str, kexec: str | None) -> int:
     """Run CMD (None: an interactive bash) in cwd with the machine mounted at root seen at the real
     paths, under the seccomp supervisor (khofs.intercept) and unable to reboot or kexec the host;
@@ -339,11 +355,7 @@ def _enter(root: str, command: list[str] | None, cwd: str, kexec: str | None) ->
         if mode != "real":                  # without the supervisor's kexec-tools
             bound += _bind_kexec_shim(clone)
         path = f"{shims}:{clone + ':' if mode == 'clone' else ''}{os.environ.get('PATH', '')}"
-        env = dict(os.environ, KHOFS_ROOT=root, PATH=path)
-        supervisor = [sys.executable, "-m", "khofs.intercept", "--clone-bin", clone,
-                      *{"real": ["--private-net"], "clone": [], "none": ["--no-filter"]}[mode],
-                      root, "--", *command]
-        status = _wait_forwarding(supervisor, env, cwd)
+        status = _supervise(root, command, cwd, dict(os.environ, KHOFS_ROOT=root, PATH=path), clone, mode)
         return status if status >= 0 else 128 - status
     finally:
         for target in reversed(bound):
