@@ -18,6 +18,7 @@ Everything here is translation: path to node, model errno to FUSE errno.  Kernel
 behaviour (what a write to `finalize` does, which errno it returns) lives in sim/.
 """
 
+import ctypes
 import errno
 import functools
 import grp
@@ -103,6 +104,9 @@ class _Platform:
     files: dict[str, tuple[int, bytes]]
     links: dict[str, str]
     dirs: dict[str, list[str]] = field(default_factory=dict)
+    # st_nlink of the directories outside debugfs, counted on a directory's first getattr: a lookup
+    # walks every component of a path, and each walk would count them again.
+    nlink: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for path in [*self.files, *self.links]:
@@ -153,6 +157,22 @@ def _gid(name: str) -> int:
         return 0
 
 
+_worker = threading.local()       # per libfuse worker thread, once its thread state is kept
+
+
+def _keep_thread_state() -> None:
+    """Keep the Python thread state of the libfuse worker thread calling us, for good.
+
+    ctypes runs each FUSE callback under PyGILState_Ensure/Release, which on a thread Python did
+    not start creates a thread state (and maps its frame stack) and destroys it again: per
+    request, the largest cost of a `cat` after the kernel's.  One more Ensure, never released,
+    keeps the count above zero, so every later callback on this thread only takes the GIL.
+    """
+    if not getattr(_worker, "kept", False):
+        ctypes.pythonapi.PyGILState_Ensure()
+        _worker.kept = True
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -166,6 +186,7 @@ def _syscall(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(self: "KhoFs", *args: Any) -> Any:
+        _keep_thread_state()
         try:
             with self._lock:
                 return func(self, *args)
@@ -305,10 +326,13 @@ class KhoFs(mfusepy.Operations):
             return self._stat(st.st_mode, st.st_nlink, st.st_gid)
         platform = self._platform
         if path in _DIRS or path in platform.dirs:
-            children = [f"{path.rstrip('/')}/{name}" for name in self._children(path)]
-            subdirs = sum(1 for child in children
-                          if child in _DIRS or child in platform.dirs or child == DEBUGFS_ROOT)
-            return self._stat(stat.S_IFDIR | 0o755, 2 + subdirs)
+            nlink = platform.nlink.get(path)
+            if nlink is None:
+                children = [f"{path.rstrip('/')}/{name}" for name in self._children(path)]
+                nlink = platform.nlink[path] = 2 + sum(
+                    1 for child in children
+                    if child in _DIRS or child in platform.dirs or child == DEBUGFS_ROOT)
+            return self._stat(stat.S_IFDIR | 0o755, nlink)
         if path in platform.files:
             mode, content = platform.files[path]
             return {**self._stat(stat.S_IFREG | mode), "st_size": len(content)}
@@ -458,14 +482,13 @@ class KhoFs(mfusepy.Operations):
             return 0
         raise _err(errno.EISDIR if path in _DIRS else errno.ENOENT)
 
-    @mfusepy.overrides(mfusepy.Operations)
-    @_syscall
-    def flush(self, path: str, fh: int) -> int:
-        return 0
+    # No flush: the kernel's first FLUSH gets ENOSYS, after which it sends none and close() returns
+    # 0, as on debugfs; a callback per close() was most of what `cat` cost beyond the reference.
 
     @mfusepy.overrides(mfusepy.Operations)
-    @_syscall
     def release(self, path: str, fh: int) -> int:
+        """Unlocked: one dict pop is atomic, and nothing else here can fail."""
+        _keep_thread_state()
         self._handles.pop(fh, None)
         return 0
 
