@@ -564,8 +564,8 @@ class Kernel:
         mb.clear_kho_scratch_only()
         mb.clear_hotplug(0, PHYS_ADDR_MAX)       # free_low_memory_core_early(); its merge is visible
         self.memmap_init_reserved_pages()
-        for start, end, _nid in mb.for_each_free_mem_range(NUMA_NO_NODE, MEMBLOCK_NONE):
-            self.page_alloc.free_pages_memory(PFN_UP(start), PFN_DOWN(end))
+        free = mb.for_each_free_mem_range(NUMA_NO_NODE, MEMBLOCK_NONE)
+        self.page_alloc.free_pages_memory_many((PFN_UP(start), PFN_DOWN(end)) for start, end, _nid in free)
 
     def memmap_init_reserved_pages(self) -> None:
         """mm/memblock.c: each memory region's node id onto the reservations inside it (they then merge)."""

@@ -614,41 +614,35 @@ class Memblock:
 
     def _next_mem_range(self, nid: int, flags: int, type_a: MemblockType,
                         type_b: MemblockType | None) -> Iterator[tuple[int, int, int]]:
-        """__next_mem_range(): type_a minus type_b, one piece never spanning two type_a regions."""
+        """__next_mem_range(): type_a minus type_b, one piece never spanning two type_a regions.
+
+        The kernel's index walk, one type_a region at a time: its skip test is made once, and
+        its pieces are the type_b gaps it overlaps, from the first that can (a bisect)."""
         ra = type_a._rgn
         idx_a = idx_b = 0
-        jumped = -1
         while idx_a < len(ra):
             m = ra[idx_a]
-            m_start, m_end = m.base, m.base + m.size
+            idx_a += 1
             if self._should_skip_region(type_a, m, nid, flags):
-                idx_a += 1
                 continue
+            m_start, m_end, m_nid = m.base, m.base + m.size, m.nid
             if type_b is None:
-                yield m_start, m_end, m.nid
-                idx_a += 1
+                yield m_start, m_end, m_nid
                 continue
             rb = type_b._rgn
-            if jumped != idx_a:
-                idx_b, jumped = max(idx_b, _first_starting_after(rb, m_start)), idx_a
-            advanced = False
-            while idx_b < len(rb) + 1:
-                r_start = rb[idx_b - 1].base + rb[idx_b - 1].size if idx_b else 0
-                r_end = rb[idx_b].base if idx_b < len(rb) else PHYS_ADDR_MAX
+            b = max(idx_b, _first_starting_after(rb, m_start))
+            while b <= len(rb):
+                prev = rb[b - 1] if b else None
+                r_start = prev.base + prev.size if prev is not None else 0
                 if r_start >= m_end:
                     break
+                r_end = rb[b].base if b < len(rb) else PHYS_ADDR_MAX
                 if m_start < r_end:
-                    yield max(m_start, r_start), min(m_end, r_end), m.nid
-                    # Advance whichever of the two ends first.
-                    if m_end <= r_end:
-                        idx_a += 1
-                    else:
-                        idx_b += 1
-                    advanced = True
-                    break
-                idx_b += 1
-            if not advanced:
-                idx_a += 1
+                    yield max(m_start, r_start), min(m_end, r_end), m_nid
+                    if m_end <= r_end:      # this region is done; the next starts in this gap
+                        break
+                b += 1
+            idx_b = b
 
     def _next_mem_range_rev(self, nid: int, flags: int, type_a: MemblockType,
                             type_b: MemblockType | None) -> Iterator[tuple[int, int, int]]:

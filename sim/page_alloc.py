@@ -158,12 +158,19 @@ class PageAllocator:
 
     def free_pages_memory(self, start_pfn: int, end_pfn: int) -> None:
         """__free_pages_memory(): memory leaves memblock for good; a scrubbing machine poisons it now."""
-        if start_pfn >= end_pfn:
-            return
+        self.free_pages_memory_many(((start_pfn, end_pfn),))
+
+    def free_pages_memory_many(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """free_pages_memory() of each [start_pfn, end_pfn) in turn (memblock_free_all's million
+        ranges after a big hand-over), the scrub's fills made in one call."""
+        ranges = [(s, e) for s, e in ranges if s < e]
         if self._scrub:
-            self._physmem.fill(start_pfn << PAGE_SHIFT, (end_pfn - start_pfn) << PAGE_SHIFT, PAGE_POISON)
-        self._free.add(start_pfn, end_pfn)
-        self.totalram_pages += end_pfn - start_pfn
+            self._physmem.fill_many(((s << PAGE_SHIFT, (e - s) << PAGE_SHIFT) for s, e in ranges),
+                                    PAGE_POISON)
+        add = self._free.add
+        for s, e in ranges:
+            add(s, e)
+        self.totalram_pages += sum(e - s for s, e in ranges)
 
     def alloc_pages(self, order: int, movable: bool = False) -> Folio | None:
         """The highest free naturally aligned block; unmovable requests never take CMA pageblocks."""

@@ -8,6 +8,7 @@ not depend on its length.  Memory that was never written nor filled reads 0.
 
 import struct
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable
 
 from sim.sizes import PAGE_SHIFT, PAGE_SIZE
 
@@ -91,21 +92,32 @@ class PhysMem:
 
     def fill(self, phys: int, n: int, value: int) -> None:
         """Set [phys, phys+n) to one byte value without materialising anything new."""
-        self._check(phys, n)
+        self._check(phys, n)                  # a range error is reported before a value error
+        self.fill_many(((phys, n),), value)
+
+    def fill_many(self, ranges: Iterable[tuple[int, int]], value: int) -> None:
+        """fill() of each (phys, n) in turn: a kernel poisoning a million free ranges pays the
+        checks and look-ups of one call, not a million."""
         if not 0 <= value <= 0xFF:
             raise ValueError(f"fill value {value:#x} is not a byte")
-        if n == 0:
-            return
-        end = phys + n
-        self._set_run(phys, end, value)
-        for pfn in self._materialized_in(phys >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT):
-            base = pfn << PAGE_SHIFT
-            if phys <= base and base + PAGE_SIZE <= end:
-                del self._pages[pfn]          # the run now says it all
-                del self._pfns[bisect_left(self._pfns, pfn)]
-            else:
-                a, b = max(phys, base), min(end, base + PAGE_SIZE)
-                self._pages[pfn][a - base:b - base] = bytes((value,)) * (b - a)
+        pfns, pages, check, set_run = self._pfns, self._pages, self._check, self._set_run
+        for phys, n in ranges:
+            check(phys, n)
+            if n == 0:
+                continue
+            end = phys + n
+            set_run(phys, end, value)
+            lo = bisect_left(pfns, phys >> PAGE_SHIFT)
+            if lo == len(pfns) or pfns[lo] > (end - 1) >> PAGE_SHIFT:
+                continue                      # nothing materialised in it: the usual case
+            for pfn in self._materialized_in(phys >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT):
+                base = pfn << PAGE_SHIFT
+                if phys <= base and base + PAGE_SIZE <= end:
+                    del pages[pfn]            # the run now says it all
+                    del pfns[bisect_left(pfns, pfn)]
+                else:
+                    a, b = max(phys, base), min(end, base + PAGE_SIZE)
+                    pages[pfn][a - base:b - base] = bytes((value,)) * (b - a)
 
     def _set_run(self, start: int, end: int, value: int) -> None:
         """Make [start, end) one run of value, joined with neighbouring runs of the same value,

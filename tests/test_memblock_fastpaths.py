@@ -1,23 +1,25 @@
 """The memblock shortcuts against the kernel's plain algorithm, on random operation sequences.
 
-sim.memblock starts its scans at a bisect instead of index 0 and inserts KHO's million
-reservations in merge passes (reserve_mark_noinit_many).  Here every sequence runs twice: on
-the optimised code, and on the same code with the bisects answering what a scan from the
-array's end would reach and reserve_mark_noinit_many spelled as its loop of single calls.
+sim.memblock starts its scans at a bisect instead of index 0, walks the free ranges one memory
+region at a time, and inserts KHO's million reservations in merge passes
+(reserve_mark_noinit_many).  Here every sequence runs twice: on the optimised code, and on the
+same code with the bisects answering what a scan from the array's end would reach, the free
+ranges walked as __next_mem_range's two indexes, and reserve_mark_noinit_many spelled as its
+loop of single calls.
 Expect the same arrays (regions, capacity, where a doubled array lives, total_size), the
 same return values and errors, the same log and the same free ranges, after every step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sim.memblock as memblock_mod
-from sim.memblock import Memblock, MemblockType
+from sim.memblock import PHYS_ADDR_MAX, Memblock, MemblockType
 from sim.sizes import PAGE_SIZE
 
 G = 16
@@ -58,6 +60,38 @@ class PlainMemblock(Memblock):
         for base, size in zip(bases, sizes, strict=True):
             self.reserve(base, size)
             self.reserved_mark_noinit(base, size)
+
+    def _next_mem_range(self, nid: int, flags: int, type_a: MemblockType,
+                        type_b: MemblockType | None) -> Iterator[tuple[int, int, int]]:
+        """__next_mem_range()'s two indexes, both walking from 0, one step per piece."""
+        idx_a = idx_b = 0
+        while idx_a < len(type_a._rgn):
+            m = type_a._rgn[idx_a]
+            m_start, m_end = m.base, m.base + m.size
+            if self._should_skip_region(type_a, m, nid, flags):
+                idx_a += 1
+                continue
+            if type_b is None:
+                yield m_start, m_end, m.nid
+                idx_a += 1
+                continue
+            rb = type_b._rgn
+            while idx_b < len(rb) + 1:
+                r_start = rb[idx_b - 1].base + rb[idx_b - 1].size if idx_b else 0
+                r_end = rb[idx_b].base if idx_b < len(rb) else PHYS_ADDR_MAX
+                if r_start >= m_end:
+                    idx_a += 1
+                    break
+                if m_start < r_end:
+                    yield max(m_start, r_start), min(m_end, r_end), m.nid
+                    if m_end <= r_end:
+                        idx_a += 1
+                    else:
+                        idx_b += 1
+                    break
+                idx_b += 1
+            else:
+                idx_a += 1
 
 
 def plain_scans() -> mock._patch_dict:
