@@ -49,10 +49,20 @@ class PfnRanges:
         self.end = array("Q")
 
     def add(self, s: int, e: int) -> None:
-        if not self.end or s > self.end[-1]:      # memblock_free_all hands ranges over in order
-            self.start.append(s)
-            self.end.append(e)
-            return
+        self.add_many(((s, e),))
+
+    def add_many(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """add() of each range in turn; memblock_free_all's come in address order, each past
+        the last range here, so they are appended."""
+        start, end = self.start, self.end
+        for s, e in ranges:
+            if not end or s > end[-1]:
+                start.append(s)
+                end.append(e)
+            else:
+                self._merge(s, e)
+
+    def _merge(self, s: int, e: int) -> None:
         i = bisect_left(self.end, s)          # first range ending at or after s
         j = bisect_right(self.start, e)       # first range starting after e
         if i < j:
@@ -167,9 +177,7 @@ class PageAllocator:
         if self._scrub:
             self._physmem.fill_many(((s << PAGE_SHIFT, (e - s) << PAGE_SHIFT) for s, e in ranges),
                                     PAGE_POISON)
-        add = self._free.add
-        for s, e in ranges:
-            add(s, e)
+        self._free.add_many(ranges)
         self.totalram_pages += sum(e - s for s, e in ranges)
 
     def alloc_pages(self, order: int, movable: bool = False) -> Folio | None:

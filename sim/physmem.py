@@ -100,13 +100,18 @@ class PhysMem:
         checks and look-ups of one call, not a million."""
         if not 0 <= value <= 0xFF:
             raise ValueError(f"fill value {value:#x} is not a byte")
-        pfns, pages, check, set_run = self._pfns, self._pages, self._check, self._set_run
+        pfns, pages, size = self._pfns, self._pages, self.size
+        run_start, run_end, run_value = self._run_start, self._run_end, self._run_value
         for phys, n in ranges:
-            check(phys, n)
+            if phys < 0 or n < 0 or phys + n > size:
+                self._check(phys, n)
             if n == 0:
                 continue
             end = phys + n
-            set_run(phys, end, value)
+            i = bisect_left(run_end, phys)     # the first run ending at or after phys
+            if not (i < len(run_start) and run_start[i] <= phys and end <= run_end[i]
+                    and run_value[i] == value):
+                self._set_run(phys, end, value, i)      # else already so: a scrub of poisoned memory
             lo = bisect_left(pfns, phys >> PAGE_SHIFT)
             if lo == len(pfns) or pfns[lo] > (end - 1) >> PAGE_SHIFT:
                 continue                      # nothing materialised in it: the usual case
@@ -119,13 +124,10 @@ class PhysMem:
                     a, b = max(phys, base), min(end, base + PAGE_SIZE)
                     pages[pfn][a - base:b - base] = bytes((value,)) * (b - a)
 
-    def _set_run(self, start: int, end: int, value: int) -> None:
+    def _set_run(self, start: int, end: int, value: int, i: int) -> None:
         """Make [start, end) one run of value, joined with neighbouring runs of the same value,
-        so that poisoning every free range between a million preserved folios stays one run."""
-        i = bisect_left(self._run_end, start)     # the first run ending at or after start
-        if (i < len(self._run_start) and self._run_start[i] <= start and end <= self._run_end[i]
-                and self._run_value[i] == value):
-            return                                # already so: a scrub of poisoned memory
+        so that poisoning every free range between a million preserved folios stays one run;
+        i is the first run ending at or after start."""
         j = bisect_right(self._run_start, end)    # the first run starting after end
         starts, ends, values = [], [], []
         if i < j and self._run_start[i] < start:
