@@ -14,7 +14,7 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize(("version", "cases", "seed"), [("6.16", 120, 7000), ("6.18", 80, 9000)])
+@pytest.mark.parametrize(("version", "cases", "seed"), [("6.16", 300, 7000), ("6.18", 300, 9000)])
 def test_fuzzed_handovers_never_crash_hang_or_lose_silently(version: str, cases: int, seed: int) -> None:
     r = _run(str(SCRIPTS / "fuzz_handover.py"), "--cases", str(cases), "--seed", str(seed),
              "--version", version)
