@@ -168,7 +168,10 @@ def test_umount_cleans_up_after_a_killed_daemon(tmp_path: Path) -> None:
     # Until the killed server is gone, the kernel may answer ECONNABORTED instead of ENOTCONN.
     while _alive(daemon[0]):
         time.sleep(0.01)
-    assert sh(f"ls {mnt}").stderr.endswith("Transport endpoint is not connected\n")
+    # ENOTCONN once the kernel has noticed the dead daemon; ECONNABORTED while it aborts the
+    # connection (seen under load right after the SIGKILL).
+    assert sh(f"ls {mnt}").stderr.endswith(("Transport endpoint is not connected\n",
+                                            "Software caused connection abort\n"))
     assert subprocess.run([*khofs, "umount", str(mnt)]).returncode == 0
     assert not os.path.ismount(mnt)
 
