@@ -153,7 +153,7 @@ def install_filter() -> int:
     buf = ctypes.create_string_buffer(code, len(code))
     prog = struct.pack("=HxxxxxxQ", len(code) // 8, ctypes.addressof(buf))
     fprog = ctypes.create_string_buffer(prog, len(prog))
-    if not _has_cap(os.getpid(), CAP_SYS_ADMIN):
+    if not _has_cap(_proc_read("/proc", "self/status"), CAP_SYS_ADMIN):
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
     try:
         return _syscall(_NR_SECCOMP, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
@@ -162,11 +162,17 @@ def install_filter() -> int:
         raise Unavailable(f"seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER): {e.strerror}") from None
 
 
-def _has_cap(pid: int, cap: int, proc: str | int = "/proc") -> bool:
-    for line in _proc_read(proc, f"{pid}/status").splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> cap & 1)
-    return False
+def _status_field(status: str, key: str) -> list[str]:
+    """The values of one `Key:` line of /proc/PID/status (empty if it has none)."""
+    for line in status.splitlines():
+        if line.startswith(f"{key}:"):
+            return line.split()[1:]
+    return []
+
+
+def _has_cap(status: str, cap: int) -> bool:
+    eff = _status_field(status, "CapEff")
+    return bool(eff) and bool(int(eff[0], 16) >> cap & 1)
 
 
 def _proc_read(proc: str | int, rel: str) -> str:
@@ -309,12 +315,19 @@ class Supervisor:
 
     # -- the system calls --
 
+    def _caller_status(self, n: Notification) -> str:
+        """/proc/PID/status of the caller; CallerGone if it was killed mid-call (ENOENT, ESRCH)."""
+        try:
+            status = _proc_read(self.proc, f"{n.pid}/status")
+        except OSError:
+            raise CallerGone from None
+        if not _status_field(status, "Uid"):
+            raise CallerGone
+        return status
+
     def _root_caller(self, n: Notification) -> bool:
         """The simulated kernel grants CAP_SYS_BOOT to a caller whose effective uid is 0."""
-        for line in _proc_read(self.proc, f"{n.pid}/status").splitlines():
-            if line.startswith("Uid:"):
-                return line.split()[2] == "0"
-        raise CallerGone
+        return _status_field(self._caller_status(n), "Uid")[1] == "0"
 
     def sys_kexec_load(self, n: Notification) -> None:
         self.reply(n, error=errno.ENOSYS)          # CONFIG_KEXEC=n: sys_ni_syscall
@@ -394,7 +407,7 @@ class Supervisor:
         inside = MACHINE_FILESYSTEMS.get((fstype or b"").decode("utf-8", "replace"))
         if inside is None or flags & _MS_NOT_A_NEW_MOUNT:
             return self.reply(n, flags=SECCOMP_USER_NOTIF_FLAG_CONTINUE)   # the host's kernel decides
-        if not _has_cap(n.pid, CAP_SYS_ADMIN, self.proc):
+        if not _has_cap(self._caller_status(n), CAP_SYS_ADMIN):
             return self.reply(n, error=errno.EPERM)         # may_mount()
         target = read_string(n.pid, n.arg_ulong(1), PATH_MAX + 1)
         if target is None:
