@@ -3,7 +3,7 @@
 The tree mirrors the paths a KHO workflow touches on a real box, so that
 `mount --bind` can put each piece where user space expects it:
 
-    sys/kernel/debug/...          the running kernel's debugfs (sim.debugfs model)
+    sys/kernel/debug/...          the running kernel's debugfs (sim.fs.debugfs model)
     sys/kernel/kexec_loaded       "%d\\n" (sysfs, 0444)
     sys/kernel/kexec_crash_loaded "%d\\n" (sysfs, 0444)
     proc/cmdline, proc/iomem      procfs text files
@@ -34,10 +34,10 @@ from typing import Any, Protocol, TypeVar
 
 import mfusepy
 
-from sim.debugfs import Blob, Debugfs, Dentry
-from sim.kexec import kernel_read_file_size
+from sim.fs.debugfs import Blob, Debugfs, Dentry
+from sim.kernel.kexec_file import kernel_read_file_size
+from sim.kernel.reboot import sys_reboot
 from sim.physmem import PhysMem
-from sim.reboot import sys_reboot
 
 DEBUGFS_ROOT = "/sys/kernel/debug"
 SYSCALL_PATH = "/khofs/syscall"
@@ -78,7 +78,7 @@ _ACCMODE_WRITES = (0o1, 0o2)         # O_WRONLY, O_RDWR
 
 
 class KernelLike(Protocol):
-    """What the adapter needs from sim.kernel.Kernel."""
+    """What the adapter needs from sim.init.main.Kernel."""
 
     debugfs: Debugfs
     cmdline: str

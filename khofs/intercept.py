@@ -38,8 +38,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sim.kexec import KEXEC_FILE_NO_INITRAMFS, KMALLOC_MAX_SIZE, kernel_read_file_from_fd
-from sim.reboot import LINUX_REBOOT_CMD_RESTART2, REBOOT_CMDS_NO_RETURN, REBOOT_CMDS_STOP
+from sim.kernel.kexec_file import KEXEC_FILE_NO_INITRAMFS, KMALLOC_MAX_SIZE, kernel_read_file_from_fd
+from sim.kernel.reboot import LINUX_REBOOT_CMD_RESTART2, REBOOT_CMDS_NO_RETURN, REBOOT_CMDS_STOP
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from khofs.kexec_usage import ARM64_USAGE, USAGE
-from sim.fdt import fdt_check_header
-from sim.reboot import LINUX_REBOOT_CMD_KEXEC, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2
+from sim.kernel.reboot import LINUX_REBOOT_CMD_KEXEC, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2
+from sim.lib.fdt import fdt_check_header
 
 PACKAGE_STRING = "kexec-tools 2.0.25"
 PROG = "kexec"                      # argv[0] as typed from PATH, used in getopt messages

@@ -69,7 +69,7 @@ def kho_kexec(machine: Any, *, cmdline: str | None = None, initrd: bytes | None 
     for the machine's architecture (a bzImage, or an arm64 Image); finalize=False skips the
     finalize (as a 6.16 user may).  A failing step raises the OSError the kernel returns."""
     from sim.arch import make_kernel_image
-    from sim.kexec import KEXEC_FILE_NO_INITRAMFS
+    from sim.kernel.kexec_file import KEXEC_FILE_NO_INITRAMFS
 
     kernel = machine.kernel
     if finalize and kernel.debugfs.exists("kho/out/finalize"):
@@ -130,7 +130,7 @@ def assert_kho_revived(machine: Any, phys: int, data: bytes) -> None:
 def assert_no_kho_findings(machine: Any) -> None:
     """No warning or error of the simulator's own (lines naming khofs: the loss check, the KHO
     sanitizer, a module's oops) in the running kernel's log."""
-    from sim.printk import LOGLEVEL_WARNING
+    from sim.kernel.printk import LOGLEVEL_WARNING
 
     findings = [r.text for r in machine.kernel.printk.records
                 if r.level <= LOGLEVEL_WARNING and "khofs" in r.text]

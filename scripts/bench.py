@@ -28,10 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sim.bzimage import make_bzimage  # noqa: E402
+from sim.arch.x86.boot.bzimage import make_bzimage  # noqa: E402
 from sim.kho_decode import kho_decode  # noqa: E402
 from sim.machine import Machine  # noqa: E402
-from sim.page_alloc import Folio  # noqa: E402
+from sim.mm.page_alloc import Folio  # noqa: E402
 
 MiB = 1 << 20
 KEXEC_FILE_NO_INITRAMFS = 4

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sim.bzimage import make_bzimage
+from sim.arch.x86.boot.bzimage import make_bzimage
 from sim.machine import Machine
 
 REPO = Path(__file__).resolve().parent.parent

@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim import fdt as libfdt  # noqa: E402
-from sim.bootparam import (  # noqa: E402
+from sim.arch.x86.boot.bzimage import make_bzimage  # noqa: E402
+from sim.arch.x86.bootparam import (  # noqa: E402
     E820_ENTRIES_OFFSET,
     E820_ENTRY_SIZE,
     E820_TABLE_OFFSET,
@@ -44,9 +44,9 @@ from sim.bootparam import (  # noqa: E402
     BootParams,
     walk_setup_data,
 )
-from sim.bzimage import make_bzimage  # noqa: E402
-from sim.kexec import KEXEC_FILE_NO_INITRAMFS  # noqa: E402
-from sim.kho import KHOSER_ELM_SIZE, KHOSER_HDR_SIZE  # noqa: E402
+from sim.kernel.kexec_file import KEXEC_FILE_NO_INITRAMFS  # noqa: E402
+from sim.kernel.kexec_handover import KHOSER_ELM_SIZE, KHOSER_HDR_SIZE  # noqa: E402
+from sim.lib import fdt as libfdt  # noqa: E402
 from sim.machine import Machine  # noqa: E402
 from sim.physmem import PhysMem  # noqa: E402
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.bzimage import make_bzimage  # noqa: E402
-from sim.kernel import Kernel  # noqa: E402
-from sim.kexec import KEXEC_FILE_NO_INITRAMFS  # noqa: E402
+from sim.arch.x86.boot.bzimage import make_bzimage  # noqa: E402
+from sim.init.main import Kernel  # noqa: E402
+from sim.kernel.kexec_file import KEXEC_FILE_NO_INITRAMFS  # noqa: E402
 from sim.machine import Machine  # noqa: E402
 
 REGIONS = {"n1": "1m:4k", "n2": "2m:2m", "n3": "256k:64k"}

@@ -7,9 +7,9 @@ mapped: a range outside RAM reads what the bus answers there (all ones), and it
 is the caller's checks that must notice.
 """
 
-from sim.panic import warn
+from sim.kernel.panic import warn
+from sim.kernel.printk import Printk
 from sim.physmem import PhysMem
-from sim.printk import Printk
 from sim.sizes import PAGE_ALIGN, PAGE_SHIFT, PAGE_SIZE, U64_MAX
 
 NR_FIX_BTMAPS = 64            # arch/x86/include/asm/fixmap.h: pages one slot maps

@@ -55,18 +55,14 @@ Everything else in ``sim`` is internal and may change.
 import struct
 
 from sim.arch import make_kernel_image
-from sim.bzimage import make_bzimage
-from sim.fdt import (
-    FdtSw,
-    fdt_for_each_subnode,
-    fdt_get_name,
-    fdt_getprop,
-    fdt_node_check_compatible,
-    fdt_path_offset,
-    fdt_subnode_offset,
+from sim.arch.x86.boot.bzimage import make_bzimage
+from sim.kernel.kexec_file import (
+    KEXEC_FILE_DEBUG,
+    KEXEC_FILE_NO_INITRAMFS,
+    KEXEC_FILE_ON_CRASH,
+    KEXEC_FILE_UNLOAD,
 )
-from sim.kexec import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD
-from sim.kho import (
+from sim.kernel.kexec_handover import (
     KEXEC_KHO_ABORT,
     KEXEC_KHO_FINALIZE,
     NOTIFY_BAD,
@@ -78,9 +74,18 @@ from sim.kho import (
     notifier_from_errno,
     notifier_to_errno,
 )
+from sim.kernel.module import KernelApi, late_initcall, module_init
+from sim.lib.fdt import (
+    FdtSw,
+    fdt_for_each_subnode,
+    fdt_get_name,
+    fdt_getprop,
+    fdt_node_check_compatible,
+    fdt_path_offset,
+    fdt_subnode_offset,
+)
 from sim.machine import Machine
-from sim.module import KernelApi, late_initcall, module_init
-from sim.page_alloc import Folio
+from sim.mm.page_alloc import Folio
 from sim.sizes import PAGE_SHIFT, PAGE_SIZE, get_order
 
 

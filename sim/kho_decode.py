@@ -3,7 +3,7 @@
 A tool that reads, not simulates: nothing here touches a Kernel.  RAM is any callable
 (PhysMem.read, a raw dump where file offset = physical address, a mount's dev/mem), so a
 blob copied from a real Linux 6.16-6.18 machine decodes the same way as the simulator's.
-FDTs are read with sim.fdt (libfdt semantics), the chunk list with kho_mem_chunks_checked,
+FDTs are read with sim.lib.fdt (libfdt semantics), the chunk list with kho_mem_chunks_checked,
 the walk and checks the new kernel uses too.  Known compatibles ("kho-v1", "memblock-v1",
 "reserve-mem-v1", "kho-test-v1") get typed properties; anything else is shown the way dtc
 guesses.  Every fault becomes a `problems` entry naming the node or chunk, never an exception.
@@ -13,8 +13,7 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from sim import fdt as libfdt
-from sim.kho import (
+from sim.kernel.kexec_handover import (
     FDT_MAP_MAX,
     KHO_FDT_COMPATIBLE,
     KHO_VMALLOC_SIZE,
@@ -25,9 +24,10 @@ from sim.kho import (
     kho_mem_chunks_checked,
     kho_preserve_bits,
 )
-from sim.reserve_mem import MEMBLOCK_KHO_NODE_COMPATIBLE, RESERVE_MEM_KHO_NODE_COMPATIBLE
+from sim.lib import fdt as libfdt
+from sim.lib.test_kho import KHO_TEST_COMPAT
+from sim.mm.reserve_mem import MEMBLOCK_KHO_NODE_COMPATIBLE, RESERVE_MEM_KHO_NODE_COMPATIBLE
 from sim.sizes import MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE
-from sim.test_kho import KHO_TEST_COMPAT
 
 Read = Callable[[int, int], bytes]
 

@@ -15,10 +15,10 @@ Off by default (`Machine(kho_sanitizer=True)`, `--kho-sanitizer`).
 
 from dataclasses import dataclass, field
 
-from sim.kho import KhoMemMapError, kho_mem_chunks_checked
-from sim.page_alloc import PfnRanges
+from sim.kernel.kexec_handover import KhoMemMapError, kho_mem_chunks_checked
+from sim.kernel.printk import Printk
+from sim.mm.page_alloc import PfnRanges
 from sim.physmem import PhysMem
-from sim.printk import Printk
 from sim.sizes import PAGE_SHIFT
 
 PREFIX = "khofs: KHO sanitizer: "

@@ -15,11 +15,11 @@ from pathlib import Path
 from types import ModuleType
 
 from sim.arch import ARCHES, board_class
-from sim.cmdline import memparse
-from sim.kernel import Kernel
+from sim.init.main import Kernel
+from sim.kernel.module import ModuleSource
 from sim.kho_sanitizer import KhoSanitizer
-from sim.memblock import MAX_NUMNODES
-from sim.module import ModuleSource
+from sim.lib.cmdline import memparse
+from sim.mm.memblock import MAX_NUMNODES
 from sim.physmem import PhysMem
 from sim.sizes import SZ_1M, SZ_32M
 

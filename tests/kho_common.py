@@ -18,7 +18,7 @@ import libfdt  # pylibfdt: the kexec DT carries NOP tags (the boot's rng-seed) `
 import pytest
 
 from sim.arch import make_kernel_image
-from sim.kernel import Kernel
+from sim.init.main import Kernel
 from sim.machine import Machine
 from sim.physmem import PhysMem
 

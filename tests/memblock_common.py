@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.memblock import MEMBLOCK_HOTPLUG, MEMBLOCK_NONE, Memblock, MemblockRegion
+from sim.mm.memblock import MEMBLOCK_HOTPLUG, MEMBLOCK_NONE, Memblock, MemblockRegion
 from sim.physmem import PhysMem
 from sim.sizes import SZ_1K, SZ_16M
 

@@ -20,8 +20,8 @@ from test_fs_harness import NO_DEV_MEM, REPO, kexec, mounted
 from khofs.kexec_usage import ARM64_USAGE
 from sim.arch import make_kernel_image
 from sim.arch.arm64.boot.image import ARM64_IMAGE_FLAG_PAGE_SIZE_SHIFT, make_image
-from sim.bzimage import make_bzimage
-from sim.kernel import Kernel
+from sim.arch.x86.boot.bzimage import make_bzimage
+from sim.init.main import Kernel
 from sim.machine import Machine
 
 RAM = 0x40000000

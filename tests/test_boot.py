@@ -12,10 +12,10 @@ import re
 
 import pytest
 
+from sim.arch.x86.boot.bzimage import make_bzimage
+from sim.arch.x86.bootparam import E820_TYPE_RAM, E820_TYPE_RESERVED, E820Entry
 from sim.arch.x86.q35 import NumaMemblk, numa_memblks, q35_e820
-from sim.bootparam import E820_TYPE_RAM, E820_TYPE_RESERVED, E820Entry
-from sim.bzimage import make_bzimage
-from sim.kexec import KEXEC_FILE_NO_INITRAMFS
+from sim.kernel.kexec_file import KEXEC_FILE_NO_INITRAMFS
 from sim.machine import Machine
 
 M = 1 << 20

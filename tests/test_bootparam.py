@@ -4,8 +4,8 @@ import struct
 
 import pytest
 
-import sim.bootparam as bootparam
-from sim.bootparam import (
+import sim.arch.x86.bootparam as bootparam
+from sim.arch.x86.bootparam import (
     BOOT_PARAMS_SIZE,
     E820_MAX_ENTRIES_ZEROPAGE,
     E820_TYPE_RAM,

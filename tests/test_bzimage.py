@@ -6,8 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sim.bootparam import BootParams
-from sim.bzimage import (
+from sim.arch.x86.boot.bzimage import (
     KERNEL_VERSIONS,
     apply_builtin_cmdline,
     bzImage64_probe,
@@ -15,8 +14,9 @@ from sim.bzimage import (
     make_bzimage,
     read_kernel_info,
 )
+from sim.arch.x86.bootparam import BootParams
+from sim.kernel.printk import LOGLEVEL_DEBUG, LOGLEVEL_ERR, Printk
 from sim.physmem import PhysMem
-from sim.printk import LOGLEVEL_DEBUG, LOGLEVEL_ERR, Printk
 from sim.sizes import SZ_1M, SZ_2M, SZ_16M
 
 

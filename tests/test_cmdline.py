@@ -1,11 +1,12 @@
-"""sim.cmdline against the rules of lib/cmdline.c, kernel/params.c, init/main.c and the
+"""sim.lib.cmdline against the rules of lib/cmdline.c, kernel/params.c, init/main.c and the
 parameter handlers of kexec_handover.c, memblock.c and e820.c (6.16 unless a test says)."""
 
 import errno
 
 import pytest
 
-from sim.cmdline import (
+from sim.kernel.printk import LOGLEVEL_ERR, LOGLEVEL_NOTICE, LOGLEVEL_WARNING, Printk
+from sim.lib.cmdline import (
     EarlyParam,
     KernelParam,
     KhoScratchScale,
@@ -29,8 +30,7 @@ from sim.cmdline import (
     reserve_mem_parse,
     skip_spaces,
 )
-from sim.kstrtox import kstrtol, kstrtoll, kstrtoul, kstrtoull, simple_strtoull
-from sim.printk import LOGLEVEL_ERR, LOGLEVEL_NOTICE, LOGLEVEL_WARNING, Printk
+from sim.lib.kstrtox import kstrtol, kstrtoll, kstrtoul, kstrtoull, simple_strtoull
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
 

@@ -1,11 +1,11 @@
-"""sim.debugfs: the tree the kernel registers into and the errnos a process gets from it."""
+"""sim.fs.debugfs: the tree the kernel registers into and the errnos a process gets from it."""
 
 import errno
 import stat
 
 import pytest
 
-from sim.debugfs import Debugfs
+from sim.fs.debugfs import Debugfs
 
 
 @pytest.fixture

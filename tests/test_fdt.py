@@ -1,4 +1,4 @@
-"""sim.fdt against the spec's byte vectors, the real dtc, and libfdt itself (pylibfdt).
+"""sim.lib.fdt against the spec's byte vectors, the real dtc, and libfdt itself (pylibfdt).
 
 libfdt is the authority: the writer must leave the very same buffer (stale bytes included)
 and return the same codes for any call sequence, and the reader must return the same
@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spec_vectors import MEMBLOCK_DTS, MEMBLOCK_VECTOR, ROOT_DTS, ROOT_VECTOR
 
-from sim.fdt import (
+from sim.lib.fdt import (
     FDT_END,
     FDT_ERR_BADMAGIC,
     FDT_ERR_BADOFFSET,

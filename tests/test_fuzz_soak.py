@@ -38,9 +38,9 @@ def test_fuzz_reports_and_fails_on_a_crash() -> None:
     """The exit status is what CI relies on: a failing case prints its seed and exits 1."""
     probe = ("import runpy, sys\n"
              "sys.argv = ['fuzz_handover.py', '--cases', '3', '--seed', '5']\n"
-             "import sim.kernel\n"
+             "import sim.init.main\n"
              "def boom(self): raise ValueError('planted')\n"
-             "sim.kernel.Kernel.sparse_init = boom\n"
+             "sim.init.main.Kernel.sparse_init = boom\n"
              f"runpy.run_path({str(SCRIPTS / 'fuzz_handover.py')!r}, run_name='__main__')\n")
     r = _run("-c", probe)
     assert r.returncode == 1

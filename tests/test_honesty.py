@@ -17,7 +17,7 @@ from kho_common import (
     prop_u64,
 )
 
-from sim.kernel import Kernel
+from sim.init.main import Kernel
 from sim.machine import Machine
 
 pytestmark = pytest.mark.usefixtures("arch")

@@ -22,7 +22,7 @@ from kho_common import (
 )
 from test_fs_harness import mounted, sh
 
-from sim.kernel import Kernel
+from sim.init.main import Kernel
 from sim.machine import Machine
 from sim.physmem import PhysMem
 

@@ -32,7 +32,7 @@ from kho_common import (
 )
 from spec_vectors import ROOT_VECTOR
 
-from sim.kernel import Kernel
+from sim.init.main import Kernel
 
 pytestmark = pytest.mark.usefixtures("arch")
 

@@ -10,7 +10,7 @@ import pytest
 from test_fs_harness import kexec, mounted, sh
 
 from khofs.kexec_usage import USAGE
-from sim.bzimage import make_bzimage
+from sim.arch.x86.boot.bzimage import make_bzimage
 
 HELP = "kexec-tools 2.0.25\n" + USAGE
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from sim.arch.x86.kernel.setup import X86
-from sim.bootparam import (
+from sim.arch.x86.boot.bzimage import bzImage64_probe, make_bzimage, read_kernel_info
+from sim.arch.x86.bootparam import (
     E820_TYPE_RAM,
     E820_TYPE_RESERVED,
     SETUP_KEXEC_KHO,
@@ -23,8 +23,8 @@ from sim.bootparam import (
     read_boot_command_line,
     walk_setup_data,
 )
-from sim.bzimage import bzImage64_probe, make_bzimage, read_kernel_info
-from sim.kexec import (
+from sim.arch.x86.kernel.setup import X86
+from sim.kernel.kexec_file import (
     COLD_BOOT_CMDLINE_ADDR,
     COLD_BOOT_PARAMS_ADDR,
     KEXEC_FILE_DEBUG,
@@ -39,8 +39,8 @@ from sim.kexec import (
     locate_mem_hole_callback,
     write_cold_boot,
 )
+from sim.kernel.printk import LOGLEVEL_DEBUG, LOGLEVEL_ERR, LOGLEVEL_INFO, Printk
 from sim.physmem import PhysMem
-from sim.printk import LOGLEVEL_DEBUG, LOGLEVEL_ERR, LOGLEVEL_INFO, Printk
 from sim.sizes import PAGE_SIZE, SZ_1G, SZ_1M, SZ_2M, SZ_16M, SZ_64K, ULONG_MAX
 
 KHO_FDT_PHYS = 0x2345000

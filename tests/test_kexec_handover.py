@@ -46,7 +46,7 @@ from kho_common import (
     union,
 )
 
-from sim.kernel import Kernel
+from sim.init.main import Kernel
 from sim.machine import Machine
 
 pytestmark = pytest.mark.usefixtures("arch")

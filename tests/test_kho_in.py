@@ -37,8 +37,8 @@ from kho_common import (
     setup_data,
 )
 
-from sim import fdt as libfdt
-from sim.kernel import Kernel
+from sim.init.main import Kernel
+from sim.lib import fdt as libfdt
 from sim.machine import Machine
 
 pytestmark = pytest.mark.usefixtures("arch")

@@ -20,7 +20,7 @@ from kho_common import (
     read_chunks,
 )
 
-from sim.kernel import Kernel
+from sim.init.main import Kernel
 from sim.machine import Machine
 
 pytestmark = pytest.mark.usefixtures("arch")

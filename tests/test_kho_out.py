@@ -12,8 +12,8 @@ from kho_common import (
 )
 from spec_vectors import MEMBLOCK_VECTOR
 
-from sim import fdt as libfdt
-from sim.kho import KEXEC_KHO_FINALIZE, NOTIFY_BAD, NOTIFY_DONE, notifier_from_errno
+from sim.kernel.kexec_handover import KEXEC_KHO_FINALIZE, NOTIFY_BAD, NOTIFY_DONE, notifier_from_errno
+from sim.lib import fdt as libfdt
 from sim.sizes import PAGE_SIZE
 
 pytestmark = pytest.mark.usefixtures("arch")

@@ -27,8 +27,8 @@ from kho_common import (
 )
 from test_fs_harness import mounted
 
+from sim.kernel.printk import LOGLEVEL_ERR
 from sim.machine import Machine
-from sim.printk import LOGLEVEL_ERR
 
 pytestmark = pytest.mark.usefixtures("arch")
 

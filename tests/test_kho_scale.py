@@ -20,9 +20,9 @@ from kho_common import (
     regions,
 )
 
-from sim.kernel import Kernel
+from sim.init.main import Kernel
 from sim.machine import Machine
-from sim.page_alloc import Folio
+from sim.mm.page_alloc import Folio
 
 MAX_ORDER_BLOCK = 10          # the page allocator's largest block: 4 MiB
 BITMAP_SPAN_ORDER0 = 4096     # pages one 6.16 order-0 bitmap covers (512 bytes of bits): 16 MiB

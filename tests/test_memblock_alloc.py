@@ -13,7 +13,7 @@ from memblock_common import (
     setup_memblock,
 )
 
-from sim.memblock import MEMBLOCK_NONE, MEMBLOCK_RSRV_KERN, NUMA_NO_NODE, Memblock
+from sim.mm.memblock import MEMBLOCK_NONE, MEMBLOCK_RSRV_KERN, NUMA_NO_NODE, Memblock
 
 APIS = ("alloc", "alloc_raw")
 

@@ -10,7 +10,7 @@ from memblock_common import (
     setup_memblock,
 )
 
-from sim.memblock import Memblock
+from sim.mm.memblock import Memblock
 
 
 def run_alloc_from(mb: Memblock, size: int, min_addr: int) -> int:

@@ -16,7 +16,7 @@ from memblock_common import (
     setup_memblock,
 )
 
-from sim.memblock import NUMA_NO_NODE, Memblock
+from sim.mm.memblock import NUMA_NO_NODE, Memblock
 
 APIS = ("try_nid", "try_nid_raw", "exact_nid_raw")
 

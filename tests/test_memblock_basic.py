@@ -6,7 +6,8 @@ Every test runs with and without CONFIG_NUMA, as the kernel's simulator can be b
 import pytest
 from memblock_common import MEM_SIZE, B, assert_region, new_memblock
 
-from sim.memblock import (
+from sim.kernel.panic import KernelPanic
+from sim.mm.memblock import (
     INIT_MEMBLOCK_REGIONS,
     MAX_NUMNODES,
     MEMBLOCK_ALLOC_ANYWHERE,
@@ -16,7 +17,6 @@ from sim.memblock import (
     NUMA_NO_NODE,
     Memblock,
 )
-from sim.panic import KernelPanic
 from sim.sizes import (
     PAGE_ALIGN,
     PHYS_ADDR_MAX,

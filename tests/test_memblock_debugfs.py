@@ -4,7 +4,8 @@ trace lines (spec §3), compared byte for byte with hand-computed layouts."""
 import pytest
 from memblock_common import MEM_SIZE, B, new_memblock
 
-from sim.memblock import (
+from sim.kernel.panic import KernelPanic
+from sim.mm.memblock import (
     INIT_MEMBLOCK_REGIONS,
     MEMBLOCK_DRIVER_MANAGED,
     MEMBLOCK_HOTPLUG,
@@ -16,7 +17,6 @@ from sim.memblock import (
     NUMA_NO_NODE,
     Memblock,
 )
-from sim.panic import KernelPanic
 from sim.sizes import SZ_1M
 
 

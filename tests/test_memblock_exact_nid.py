@@ -14,7 +14,7 @@ from memblock_common import (
     setup_numa_memblock,
 )
 
-from sim.memblock import MEMBLOCK_NONE, MEMBLOCK_RSRV_KERN, NUMA_NO_NODE, Memblock
+from sim.mm.memblock import MEMBLOCK_NONE, MEMBLOCK_RSRV_KERN, NUMA_NO_NODE, Memblock
 
 pytestmark = pytest.mark.parametrize("movable_node", [False, True], ids=["hotplug", "movable_node"])
 

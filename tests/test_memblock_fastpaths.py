@@ -1,6 +1,6 @@
 """The memblock shortcuts against the kernel's plain algorithm, on random operation sequences.
 
-sim.memblock starts its scans at a bisect instead of index 0, walks the free ranges one memory
+sim.mm.memblock starts its scans at a bisect instead of index 0, walks the free ranges one memory
 region at a time, and inserts KHO's million reservations in merge passes
 (reserve_mark_noinit_many).  Here every sequence runs twice: on the optimised code, and on the
 same code with the bisects answering what a scan from the array's end would reach, the free
@@ -18,8 +18,8 @@ from unittest import mock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sim.memblock as memblock_mod
-from sim.memblock import PHYS_ADDR_MAX, Memblock, MemblockType
+import sim.mm.memblock as memblock_mod
+from sim.mm.memblock import PHYS_ADDR_MAX, Memblock, MemblockType
 from sim.sizes import PAGE_SIZE
 
 G = 16

@@ -17,7 +17,7 @@ from memblock_common import (
     setup_numa_memblock,
 )
 
-from sim.memblock import (
+from sim.mm.memblock import (
     MEMBLOCK_HOTPLUG,
     MEMBLOCK_NONE,
     MEMBLOCK_RSRV_KERN,

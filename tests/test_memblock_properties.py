@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sim.memblock import (
+from sim.mm.memblock import (
     MAX_NUMNODES,
     MEMBLOCK_HOTPLUG,
     MEMBLOCK_KHO_SCRATCH,

@@ -4,7 +4,7 @@ iterators, limits, KHO scratch-only mode, mirror and movable_node policies, allo
 import pytest
 from memblock_common import MEM_SIZE, B, E, K, both_directions, new_memblock, setup_memblock
 
-from sim.memblock import (
+from sim.mm.memblock import (
     INIT_MEMBLOCK_REGIONS,
     MAX_NUMNODES,
     MEMBLOCK_ALLOC_ANYWHERE,

@@ -1,8 +1,8 @@
-"""sim.page_alloc: free memory as ranges; CMA (scratch) pageblocks only for movable requests."""
+"""sim.mm.page_alloc: free memory as ranges; CMA (scratch) pageblocks only for movable requests."""
 
 import random
 
-from sim.page_alloc import PAGE_POISON, Folio, PageAllocator, PagePrivate
+from sim.mm.page_alloc import PAGE_POISON, Folio, PageAllocator, PagePrivate
 from sim.physmem import PhysMem
 
 

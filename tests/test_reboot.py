@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sim.bzimage import make_bzimage
-from sim.kexec import KEXEC_FILE_NO_INITRAMFS, kernel_read_file_from_fd
-from sim.machine import Machine
-from sim.reboot import (
+from sim.arch.x86.boot.bzimage import make_bzimage
+from sim.kernel.kexec_file import KEXEC_FILE_NO_INITRAMFS, kernel_read_file_from_fd
+from sim.kernel.reboot import (
     LINUX_REBOOT_CMD_CAD_ON,
     LINUX_REBOOT_CMD_HALT,
     LINUX_REBOOT_CMD_KEXEC,
@@ -26,6 +25,7 @@ from sim.reboot import (
     LINUX_REBOOT_MAGIC2C,
     sys_reboot,
 )
+from sim.machine import Machine
 
 MAGICS = (LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2)
 

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from sim.cmdline import EarlyParam, Setup
-    from sim.kernel import Kernel
-    from sim.kexec import Kexec, Kimage
+    from sim.init.main import Kernel
+    from sim.kernel.kexec_file import Kexec, Kimage
+    from sim.lib.cmdline import EarlyParam, Setup
     from sim.machine import Machine
     from sim.physmem import PhysMem
 
 from sim.lib.checksum import csum_partial as generic_csum_partial
-from sim.memblock import ARCH_LOW_ADDRESS_LIMIT
+from sim.mm.memblock import ARCH_LOW_ADDRESS_LIMIT
 
 # Each architecture's name and the module of the board it boots on (its BOARD).
 ARCHES = {"x86_64": "sim.arch.x86.q35", "arm64": "sim.arch.arm64.virt"}

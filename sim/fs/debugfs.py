@@ -1,4 +1,4 @@
-"""A model of the debugfs tree the simulated kernel registers into.
+"""fs/debugfs: a model of the debugfs tree the simulated kernel registers into.
 
 The kernel creates directories, attributes, seq_files and blobs with the
 debugfs_create_* calls of fs/debugfs; the FUSE layer only serves this tree.
@@ -12,7 +12,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sim.kstrtox import kstrtoull
+from sim.lib.kstrtox import kstrtoull
 
 
 def _err(code: int, path: str = "") -> OSError:

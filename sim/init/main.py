@@ -1,4 +1,4 @@
-"""The simulated kernel: x86_64 boot (setup_arch, mm_core_init, initcalls) and its user-visible state.
+"""init/main.c: the simulated kernel (start_kernel, x86_64 setup_arch, initcalls), user-visible state.
 
 A Kernel object knows the machine's hardware (RAM, the SRAT, the RNG) and the
 two registers it was started with; everything else — its command line, the
@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sim import cmdline as kcmdline
-from sim.bootparam import (
+from sim.arch.x86.boot.bzimage import KernelInfo, apply_builtin_cmdline, linux_banner
+from sim.arch.x86.bootparam import (
     E820_TYPE_RAM,
     E820_TYPE_RESERVED,
     KHO_DATA_SIZE,
@@ -25,23 +25,26 @@ from sim.bootparam import (
     read_boot_command_line,
     walk_setup_data,
 )
-from sim.bzimage import KernelInfo, apply_builtin_cmdline, linux_banner
-from sim.debugfs import Debugfs
 from sim.early_ioremap import early_memremap, read_phys
-from sim.kexec import Kexec
-from sim.kho import KexecHandover
-from sim.memblock import (
+from sim.fs.debugfs import Debugfs
+from sim.kernel.dma.swiotlb import MAX_DMA32_PFN, Swiotlb
+from sim.kernel.kexec_file import Kexec
+from sim.kernel.kexec_handover import KexecHandover
+from sim.kernel.module import DEVICE_INITCALL, LATE_INITCALL, KernelApi, Module
+from sim.kernel.panic import KernelPanic
+from sim.kernel.printk import LOGLEVEL_DEBUG, LOGLEVEL_EMERG, LOGLEVEL_NOTICE, SYSLOG_ACTION_CLEAR, Printk
+from sim.lib import cmdline as kcmdline
+from sim.lib.test_kho import TestKho
+from sim.mm.memblock import (
     MEMBLOCK_ALLOC_ACCESSIBLE,
     MEMBLOCK_KHO_SCRATCH,
     MEMBLOCK_NONE,
     NUMA_NO_NODE,
     Memblock,
 )
-from sim.module import DEVICE_INITCALL, LATE_INITCALL, KernelApi, Module
-from sim.page_alloc import PAGE_POISON, PageAllocator
-from sim.panic import KernelPanic
-from sim.printk import LOGLEVEL_DEBUG, LOGLEVEL_EMERG, LOGLEVEL_NOTICE, SYSLOG_ACTION_CLEAR, Printk
-from sim.reserve_mem import ReserveMem
+from sim.mm.page_alloc import PAGE_POISON, PageAllocator
+from sim.mm.reserve_mem import ReserveMem
+from sim.mm.slab import Slab
 from sim.sizes import (
     PAGE_ALIGN,
     PAGE_SHIFT,
@@ -58,9 +61,6 @@ from sim.sizes import (
     U64_MAX,
     round_down,
 )
-from sim.slab import Slab
-from sim.swiotlb import MAX_DMA32_PFN, Swiotlb
-from sim.test_kho import TestKho
 
 if TYPE_CHECKING:
     from sim.machine import Machine

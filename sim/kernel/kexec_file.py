@@ -1,4 +1,4 @@
-"""kexec_file_load() and machine_kexec() of one running x86_64 kernel (Linux 6.16).
+"""kernel/kexec_file.c and kexec_core.c: kexec_file_load(), machine_kexec() (Linux 6.16).
 
 Mirrors kernel/kexec_file.c (syscall, kimage_file_prepare_segments,
 kexec_add_buffer, kexec_locate_mem_hole and its top-down/bottom-up searches),
@@ -34,7 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sim.bootparam import (
+from sim.arch.x86.boot.bzimage import BZIMAGE64_PR_FMT as _PR_BZ
+from sim.arch.x86.boot.bzimage import kern16_size, make_bzimage, setup_header
+from sim.arch.x86.bootparam import (
     BOOT_PARAMS_SIZE,
     COMMAND_LINE_SIZE,
     E820_MAX_ENTRIES_ZEROPAGE,
@@ -49,10 +51,8 @@ from sim.bootparam import (
     KhoData,
     pack_setup_data,
 )
-from sim.bzimage import BZIMAGE64_PR_FMT as _PR_BZ
-from sim.bzimage import kern16_size, make_bzimage, setup_header
+from sim.kernel.printk import Printk
 from sim.physmem import PhysMem
-from sim.printk import Printk
 from sim.sizes import PAGE_SIZE, SZ_1M, SZ_16M, U64_MAX, ULONG_MAX
 
 # include/uapi/linux/kexec.h, include/linux/kexec.h (6.16: KEXEC_FILE_NO_CMA 0x10 is 6.17+).

@@ -15,19 +15,19 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING
 
-from sim import fdt as libfdt
-from sim.debugfs import Dentry
 from sim.early_ioremap import early_memremap, read_phys
-from sim.kexec import KEXEC_BUF_MEM_UNKNOWN, KexecBuf, Kimage, kexec_add_buffer
-from sim.memblock import (
+from sim.fs.debugfs import Dentry
+from sim.kernel.kexec_file import KEXEC_BUF_MEM_UNKNOWN, KexecBuf, Kimage, kexec_add_buffer
+from sim.kernel.panic import warn
+from sim.lib import fdt as libfdt
+from sim.mm.memblock import (
     MEMBLOCK_ALLOC_ACCESSIBLE,
     MEMBLOCK_ALLOC_ANYWHERE,
     MEMBLOCK_KHO_SCRATCH,
     MEMBLOCK_RSRV_NOINIT,
     NUMA_NO_NODE,
 )
-from sim.page_alloc import Folio, pageblock_nr_pages
-from sim.panic import warn
+from sim.mm.page_alloc import Folio, pageblock_nr_pages
 from sim.sizes import (
     CMA_MIN_ALIGNMENT_BYTES,
     MAX_PAGE_ORDER,
@@ -46,7 +46,7 @@ from sim.sizes import (
 )
 
 if TYPE_CHECKING:
-    from sim.kernel import Kernel
+    from sim.init.main import Kernel
 
 KHO_FDT_COMPATIBLE = "kho-v1"
 PROP_PRESERVED_MEMORY_MAP = "preserved-memory-map"

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sim import kho as _kho
-from sim.debugfs import Dentry
-from sim.kho import NOTIFY_BAD, KhoSerialization, Notifier
-from sim.page_alloc import Folio
+from sim.fs.debugfs import Dentry
+from sim.kernel import kexec_handover as _kho
+from sim.kernel.kexec_handover import NOTIFY_BAD, KhoSerialization, Notifier
+from sim.mm.page_alloc import Folio
 from sim.sizes import PAGE_SIZE
 
 if TYPE_CHECKING:
-    from sim.kernel import Kernel
+    from sim.init.main import Kernel
 
 InitFn = Callable[["KernelApi"], int | None]
 F = TypeVar("F", bound=InitFn)

@@ -1,6 +1,6 @@
-"""panic() and WARN(): the simulated kernel stops, or logs a warning splat and goes on."""
+"""kernel/panic.c: panic() and WARN(): the simulated kernel stops, or logs a warning splat and goes on."""
 
-from sim.printk import LOGLEVEL_WARNING, Printk
+from sim.kernel.printk import LOGLEVEL_WARNING, Printk
 
 CUT_HERE = "------------[ cut here ]------------"
 

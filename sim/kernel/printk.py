@@ -1,4 +1,4 @@
-"""The kernel log buffer and the simulated clock its timestamps come from."""
+"""kernel/printk/printk.c: the kernel log buffer and the simulated clock its timestamps come from."""
 
 from dataclasses import dataclass, field
 

@@ -9,7 +9,7 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
-from sim.printk import LOGLEVEL_EMERG
+from sim.kernel.printk import LOGLEVEL_EMERG
 
 if TYPE_CHECKING:
     from sim.machine import Machine

@@ -18,12 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from sim.kstrtox import kstrtobool, kstrtol, kstrtouint, simple_strtoull
-from sim.printk import LOGLEVEL_ERR, LOGLEVEL_NOTICE, LOGLEVEL_WARNING
+from sim.kernel.printk import LOGLEVEL_ERR, LOGLEVEL_NOTICE, LOGLEVEL_WARNING
+from sim.lib.kstrtox import kstrtobool, kstrtol, kstrtouint, simple_strtoull
 from sim.sizes import SMP_CACHE_BYTES, U64_MAX
 
 # printk(): the text as dmesg shows it (pr_fmt prefix included) and its log level.
-# sim.printk.Printk.log has this shape.
+# sim.kernel.printk.Printk.log has this shape.
 LogSink = Callable[[str, int], None]
 
 # An early_param()/__setup() function: the value (None for a bare `kho`) in, int out.

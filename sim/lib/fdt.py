@@ -1,4 +1,4 @@
-"""libfdt in Python: the sequential writer and the read-only calls the kernel's KHO code makes.
+"""scripts/dtc/libfdt (fdt.c, fdt_ro.c, fdt_sw.c): the sequential writer and the reader KHO uses.
 
 The kernel builds its hand-over FDTs with libfdt's sequential writer and reads incoming ones
 with libfdt, printing libfdt's return codes in its log lines.  So the blobs here are

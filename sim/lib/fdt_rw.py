@@ -10,7 +10,7 @@ Functions return 0 or libfdt's negative error codes, never raise.
 
 import struct
 
-from sim.fdt import (
+from sim.lib.fdt import (
     _LAST_COMP_VERSION,
     _OFF_DT_STRINGS,
     _OFF_DT_STRUCT,

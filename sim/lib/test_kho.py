@@ -11,14 +11,20 @@ import errno
 import struct
 from typing import TYPE_CHECKING
 
-from sim import fdt as libfdt
-from sim.cmdline import KernelParam, module_param_long
-from sim.kho import KEXEC_KHO_ABORT, KEXEC_KHO_FINALIZE, NOTIFY_BAD, NOTIFY_DONE, KhoSerialization
-from sim.page_alloc import Folio
+from sim.kernel.kexec_handover import (
+    KEXEC_KHO_ABORT,
+    KEXEC_KHO_FINALIZE,
+    NOTIFY_BAD,
+    NOTIFY_DONE,
+    KhoSerialization,
+)
+from sim.lib import fdt as libfdt
+from sim.lib.cmdline import KernelParam, module_param_long
+from sim.mm.page_alloc import Folio
 from sim.sizes import MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGE_ALIGN, PAGE_SIZE, get_order
 
 if TYPE_CHECKING:
-    from sim.module import KernelApi
+    from sim.kernel.module import KernelApi
 
 KHO_TEST_MAGIC = 0x4B484F21          # 'KHO!'
 KHO_TEST_FDT = "kho_test"
@@ -29,7 +35,7 @@ PAGE_MASK = ~(PAGE_SIZE - 1)
 class TestKho:
     """The module's state (struct kho_test_state) plus its init and notifier.
 
-    Written against the KHO user API only (sim.module.KernelApi), as a module built into
+    Written against the KHO user API only (sim.kernel.module.KernelApi), as a module built into
     the kernel: what it needs, any KHO user gets."""
 
     __test__ = False                # a kernel module, not a pytest class

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
 
-from sim.panic import KernelPanic
+from sim.kernel.panic import KernelPanic
 from sim.physmem import PhysMem
 from sim.sizes import (
     PAGE_ALIGN,

@@ -1,4 +1,4 @@
-"""The page allocator memblock hands memory to at memblock_free_all().
+"""mm/page_alloc.c: the page allocator memblock hands memory to at memblock_free_all().
 
 A 1 TiB machine has 268M pages, so free memory is kept as sorted pfn ranges,
 never as per-page objects.  Pageblocks marked MIGRATE_CMA (the KHO scratch

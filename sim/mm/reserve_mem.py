@@ -10,9 +10,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sim import fdt as libfdt
-from sim.cmdline import reserve_mem_parse
-from sim.kho import (
+from sim.kernel.kexec_handover import (
     KEXEC_KHO_ABORT,
     KEXEC_KHO_FINALIZE,
     NOTIFY_BAD,
@@ -20,11 +18,13 @@ from sim.kho import (
     KhoSerialization,
     notifier_from_errno,
 )
-from sim.page_alloc import Folio
+from sim.lib import fdt as libfdt
+from sim.lib.cmdline import reserve_mem_parse
+from sim.mm.page_alloc import Folio
 from sim.sizes import PAGE_SHIFT, PAGE_SIZE
 
 if TYPE_CHECKING:
-    from sim.kernel import Kernel
+    from sim.init.main import Kernel
 
 MEMBLOCK_KHO_FDT = "memblock"
 MEMBLOCK_KHO_NODE_COMPATIBLE = "memblock-v1"

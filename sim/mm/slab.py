@@ -1,11 +1,11 @@
-"""kmalloc()/kfree(): small kernel objects carved out of unmovable pages.
+"""mm/slub.c kmalloc()/kfree(): small kernel objects carved out of unmovable pages.
 
 KHO's tracker bitmaps and serialized chunks are plain kmalloc memory that is
 *not* preserved; the next kernel reads them from scratch-only boot and then
 lets them be reused.  Modelling where they live keeps that property visible.
 """
 
-from sim.page_alloc import Folio, PageAllocator
+from sim.mm.page_alloc import Folio, PageAllocator
 from sim.physmem import PhysMem
 from sim.sizes import PAGE_SIZE, get_order
 

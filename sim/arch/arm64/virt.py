@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from sim.arch import Board
 from sim.arch.arm64.boot.image import make_image, read_image_info
 from sim.arch.arm64.kernel.setup import Arm64
-from sim.bzimage import KernelInfo
-from sim.fdt import FdtSw
+from sim.arch.x86.boot.bzimage import KernelInfo
+from sim.lib.fdt import FdtSw
 from sim.physmem import PhysMem
 from sim.sizes import PAGE_SIZE, SZ_2M, SZ_128M, round_up
 

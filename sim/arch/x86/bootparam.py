@@ -1,4 +1,4 @@
-"""The x86 zero page (struct boot_params), the e820 map in it, and the setup_data list.
+"""arch/x86/include/uapi/asm/bootparam.h: struct boot_params, its e820 map and the setup_data list.
 
 This is the one channel, besides RAM contents, through which a boot loader or
 an old kernel (kexec) tells a new kernel anything.  It is kept as bytes at the

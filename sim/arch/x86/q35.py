@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sim.arch import Board
+from sim.arch.x86.boot.bzimage import KernelInfo, make_bzimage, read_kernel_info
+from sim.arch.x86.bootparam import E820_TYPE_RAM, E820_TYPE_RESERVED, E820Entry
 from sim.arch.x86.kernel.setup import X86
-from sim.bootparam import E820_TYPE_RAM, E820_TYPE_RESERVED, E820Entry
-from sim.bzimage import KernelInfo, make_bzimage, read_kernel_info
-from sim.kexec import write_cold_boot
+from sim.kernel.kexec_file import write_cold_boot
 from sim.physmem import PhysMem
 from sim.sizes import SZ_1M, SZ_2G, SZ_4G
 

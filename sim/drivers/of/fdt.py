@@ -11,11 +11,11 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sim import fdt as libfdt
+from sim.lib import fdt as libfdt
 from sim.sizes import PAGE_ALIGN, PAGE_SIZE, U64_MAX
 
 if TYPE_CHECKING:
-    from sim.kernel import Kernel
+    from sim.init.main import Kernel
 
 OF_ROOT_NODE_ADDR_CELLS_DEFAULT = 1
 OF_ROOT_NODE_SIZE_CELLS_DEFAULT = 1

@@ -15,13 +15,13 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sim import fdt as libfdt
+from sim.kernel.printk import Printk
+from sim.lib import fdt as libfdt
 from sim.lib import fdt_rw
-from sim.printk import Printk
 from sim.sizes import PAGE_SIZE, round_up
 
 if TYPE_CHECKING:
-    from sim.kexec import Kimage
+    from sim.kernel.kexec_file import Kimage
 
 RNG_SEED_SIZE = 128
 FDT_EXTRA_SPACE = 0x1000

@@ -9,10 +9,10 @@ IO_TLB_DEFAULT_SIZE 64 MiB, 24-byte struct io_tlb_slot, 16-byte struct io_tlb_ar
 
 from dataclasses import dataclass
 
-from sim.kstrtox import simple_strtoull
-from sim.memblock import Memblock
-from sim.panic import KernelPanic
-from sim.printk import Printk
+from sim.kernel.panic import KernelPanic
+from sim.kernel.printk import Printk
+from sim.lib.kstrtox import simple_strtoull
+from sim.mm.memblock import Memblock
 from sim.sizes import PAGE_ALIGN, PAGE_SHIFT, PAGE_SIZE, SMP_CACHE_BYTES, SZ_1M, U64_MAX, round_up
 
 PR_FMT = "software IO TLB: "

@@ -3,7 +3,7 @@
 A 64-byte header a boot loader and kexec read — ``code0``/``code1``, ``text_offset``,
 ``image_size``, ``flags``, three reserved words, the magic ``ARM\\x64`` and the PE header
 offset — then, at ``_stext`` (64 KiB, SEGMENT_ALIGN), the simulator's payload header
-(sim.bzimage.kernel_payload: release, CONFIG_CMDLINE, init size), which a kernel that has
+(sim.arch.x86.boot.bzimage.kernel_payload: release, CONFIG_CMDLINE, init size), which a kernel that has
 just been jumped to reads from RAM to learn what it is.  ``image_size`` is the size the
 kernel needs from its load address (``_end - _text``); ``text_offset`` is 0 as for every
 kernel since 5.10.  The link layout inside ``image_size`` (``_stext``, ``__init_begin``,
@@ -13,7 +13,7 @@ kernel since 5.10.  The link layout inside ``image_size`` (``_stext``, ``__init_
 import struct
 from dataclasses import dataclass
 
-from sim.bzimage import (
+from sim.arch.x86.boot.bzimage import (
     KERNEL_VERSIONS,
     KernelInfo,
     kernel_payload,

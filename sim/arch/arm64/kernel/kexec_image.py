@@ -22,11 +22,11 @@ from sim.arch.arm64.boot.image import (
     arm64_image_flag_field,
 )
 from sim.arch.arm64.kernel.machine_kexec_file import load_other_segments
-from sim.kexec import KEXEC_BUF_MEM_UNKNOWN, KexecBuf
+from sim.kernel.kexec_file import KEXEC_BUF_MEM_UNKNOWN, KexecBuf
 from sim.sizes import SZ_2M, ULONG_MAX
 
 if TYPE_CHECKING:
-    from sim.kexec import Kexec, Kimage
+    from sim.kernel.kexec_file import Kexec, Kimage
 
 PR_FMT = "kexec_file(Image): "
 MIN_KIMG_ALIGN = SZ_2M

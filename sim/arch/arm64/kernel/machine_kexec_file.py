@@ -5,12 +5,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sim.drivers.of.kexec import of_kexec_alloc_and_setup_fdt
-from sim.kexec import KEXEC_BUF_MEM_UNKNOWN, KexecBuf
+from sim.kernel.kexec_file import KEXEC_BUF_MEM_UNKNOWN, KexecBuf
 from sim.lib.fdt_rw import fdt_pack
 from sim.sizes import SZ_1G, SZ_2M, ULONG_MAX, round_down
 
 if TYPE_CHECKING:
-    from sim.kexec import Kexec, Kimage
+    from sim.kernel.kexec_file import Kexec, Kimage
 
 PR_FMT = "kexec_file: "
 

@@ -17,14 +17,14 @@ from typing import ClassVar
 from sim.arch import Arch, KexecFileOps
 from sim.arch.arm64.boot.image import STEXT_OFFSET
 from sim.arch.arm64.kernel.kexec_image import image_load, image_probe
-from sim.cmdline import EarlyParam, Setup, memparse
 from sim.drivers.of.fdt import OF_SYSFS_BASE, EarlyFdt, of_read_number, of_sysfs_properties
-from sim.fdt import fdt_for_each_subnode, fdt_getprop, fdt_path_offset
-from sim.kernel import Kernel
-from sim.kexec import Kimage
-from sim.memblock import MEMBLOCK_NOMAP
-from sim.panic import KernelPanic
-from sim.printk import LOGLEVEL_CRIT, LOGLEVEL_NOTICE
+from sim.init.main import Kernel
+from sim.kernel.kexec_file import Kimage
+from sim.kernel.panic import KernelPanic
+from sim.kernel.printk import LOGLEVEL_CRIT, LOGLEVEL_NOTICE
+from sim.lib.cmdline import EarlyParam, Setup, memparse
+from sim.lib.fdt import fdt_for_each_subnode, fdt_getprop, fdt_path_offset
+from sim.mm.memblock import MEMBLOCK_NOMAP
 from sim.sizes import PAGE_ALIGN, PAGE_SIZE, PFN_DOWN, PHYS_ADDR_MAX, U64_MAX, round_down
 
 # Cortex-A57 r1p0 (MIDR_EL1) (QEMU's -cpu cortex-a57), booted on MPIDR 0.

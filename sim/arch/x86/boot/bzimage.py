@@ -1,4 +1,4 @@
-"""A minimal x86 bzImage the simulated kernels boot from, and kexec's bzImage64_probe().
+"""arch/x86/boot: a minimal bzImage the simulated kernels boot from, and kexec's bzImage64_probe().
 
 The image has a real boot-protocol 2.15 setup header (so `file`, kexec-tools and
 ``bzImage64_probe`` accept it) followed by a protected-mode payload.  Real
@@ -29,7 +29,7 @@ import struct
 from dataclasses import dataclass
 from errno import ENOEXEC
 
-from sim.bootparam import (
+from sim.arch.x86.bootparam import (
     BOOT_FLAG_MAGIC,
     COMMAND_LINE_SIZE,
     HDRS_MAGIC,
@@ -42,8 +42,8 @@ from sim.bootparam import (
     XLF_KERNEL_64,
     BootParams,
 )
+from sim.kernel.printk import Printk
 from sim.physmem import PhysMem
-from sim.printk import Printk
 from sim.sizes import SZ_2M, SZ_16M, round_up
 
 KERNEL_VERSIONS = ("6.16", "6.17", "6.18")
@@ -62,7 +62,7 @@ PAYLOAD_HEADER_VERSION = 1
 _PAYLOAD_HDR = struct.Struct("<8sIIIIHHHH")
 KERNEL_INFO_MAGIC = b"LToP"
 
-# pr_fmt of arch/x86/kernel/kexec-bzimage64.c, whose probe is here and whose loader is in sim.kexec.
+# pr_fmt of arch/x86/kernel/kexec-bzimage64.c: its probe is here, its loader in sim.kernel.kexec_file.
 BZIMAGE64_PR_FMT = "kexec-bzImage64: "
 
 

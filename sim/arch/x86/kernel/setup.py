@@ -1,17 +1,17 @@
 """arch/x86/kernel: the x86_64 hooks generic code calls (setup_arch, bzImage64 kexec loader, purgatory).
 
-The x86 boot steps still live on `sim.kernel.Kernel` and the bzImage64 loader on
-`sim.kexec.Kexec`; this class is the boundary generic code calls through.
+The x86 boot steps still live on `sim.init.main.Kernel` and the bzImage64 loader on
+`sim.kernel.kexec_file.Kexec`; this class is the boundary generic code calls through.
 """
 
 from typing import ClassVar
 
 from sim.arch import Arch, KexecFileOps
+from sim.arch.x86.boot.bzimage import bzImage64_probe
 from sim.arch.x86.lib.csum_partial_64 import csum_partial
-from sim.bzimage import bzImage64_probe
-from sim.cmdline import EarlyParam, Setup
-from sim.kernel import early
-from sim.kexec import Kexec, Kimage, read_entry64_regs
+from sim.init.main import early
+from sim.kernel.kexec_file import Kexec, Kimage, read_entry64_regs
+from sim.lib.cmdline import EarlyParam, Setup
 
 
 def _bzImage64_probe(kexec: Kexec, kernel: bytes) -> int:

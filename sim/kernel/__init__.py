@@ -1,0 +1,1 @@
+"""kernel/: kexec (kexec_file, machine_kexec), Kexec HandOver, printk, reboot, modules."""

@@ -1,0 +1,1 @@
+"""mm/: memblock, the page allocator, slab and reserve_mem."""
