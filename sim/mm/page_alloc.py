@@ -173,12 +173,16 @@ class PageAllocator:
     def free_pages_memory_many(self, ranges: Iterable[tuple[int, int]]) -> None:
         """free_pages_memory() of each [start_pfn, end_pfn) in turn (memblock_free_all's million
         ranges after a big hand-over), the scrub's fills made in one call."""
-        ranges = [(s, e) for s, e in ranges if s < e]
+        starts, ends = array("Q"), array("Q")        # 16 bytes a range, not a tuple's 120
+        for s, e in ranges:
+            if s < e:
+                starts.append(s)
+                ends.append(e)
         if self._scrub:
-            self._physmem.fill_many(((s << PAGE_SHIFT, (e - s) << PAGE_SHIFT) for s, e in ranges),
-                                    PAGE_POISON)
-        self._free.add_many(ranges)
-        self.totalram_pages += sum(e - s for s, e in ranges)
+            phys = ((s << PAGE_SHIFT, (e - s) << PAGE_SHIFT) for s, e in zip(starts, ends, strict=True))
+            self._physmem.fill_many(phys, PAGE_POISON)
+        self._free.add_many(zip(starts, ends, strict=True))
+        self.totalram_pages += sum(ends) - sum(starts)
 
     def alloc_pages(self, order: int, movable: bool = False) -> Folio | None:
         """The highest free naturally aligned block; unmovable requests never take CMA pageblocks."""
