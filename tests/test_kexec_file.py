@@ -23,10 +23,9 @@ from sim.arch.x86.bootparam import (
     read_boot_command_line,
     walk_setup_data,
 )
+from sim.arch.x86.kernel.kexec_bzimage64 import COLD_BOOT_CMDLINE_ADDR, COLD_BOOT_PARAMS_ADDR, write_cold_boot
 from sim.arch.x86.kernel.setup import X86
 from sim.kernel.kexec_file import (
-    COLD_BOOT_CMDLINE_ADDR,
-    COLD_BOOT_PARAMS_ADDR,
     KEXEC_FILE_DEBUG,
     KEXEC_FILE_NO_INITRAMFS,
     KEXEC_FILE_ON_CRASH,
@@ -37,7 +36,6 @@ from sim.kernel.kexec_file import (
     Kimage,
     kexec_add_buffer,
     locate_mem_hole_callback,
-    write_cold_boot,
 )
 from sim.kernel.printk import LOGLEVEL_DEBUG, LOGLEVEL_ERR, LOGLEVEL_INFO, Printk
 from sim.physmem import PhysMem

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from sim.arch import Board
 from sim.arch.x86.boot.bzimage import KernelInfo, make_bzimage, read_kernel_info
 from sim.arch.x86.bootparam import E820_TYPE_RAM, E820_TYPE_RESERVED, E820Entry
+from sim.arch.x86.kernel.kexec_bzimage64 import write_cold_boot
 from sim.arch.x86.kernel.setup import X86
-from sim.kernel.kexec_file import write_cold_boot
 from sim.physmem import PhysMem
 from sim.sizes import SZ_1M, SZ_2G, SZ_4G
 

@@ -1,16 +1,18 @@
 """arch/x86/kernel: the x86_64 hooks generic code calls (setup_arch, bzImage64 kexec loader, purgatory).
 
-The x86 boot steps still live on `sim.init.main.Kernel` and the bzImage64 loader on
-`sim.kernel.kexec_file.Kexec`; this class is the boundary generic code calls through.
+The bzImage64 loader is kexec_bzimage64.py beside this file; the x86 boot steps themselves
+(e820, setup_data, the real-mode trampoline, swiotlb's detection) still live on
+`sim.init.main.Kernel`, and this class is the boundary generic code calls them through.
 """
 
 from typing import ClassVar
 
 from sim.arch import Arch, KexecFileOps
 from sim.arch.x86.boot.bzimage import bzImage64_probe
+from sim.arch.x86.kernel.kexec_bzimage64 import bzImage64_load, read_entry64_regs
 from sim.arch.x86.lib.csum_partial_64 import csum_partial
 from sim.init.main import early
-from sim.kernel.kexec_file import Kexec, Kimage, read_entry64_regs
+from sim.kernel.kexec_file import Kexec, Kimage
 from sim.lib.cmdline import EarlyParam, Setup
 
 
@@ -24,7 +26,7 @@ class X86(Arch):
     name = "x86_64"
     uname_machine = "x86_64"
     kexec_file_loaders: ClassVar[tuple[KexecFileOps, ...]] = (
-        KexecFileOps(_bzImage64_probe, Kexec.bzImage64_load),)
+        KexecFileOps(_bzImage64_probe, bzImage64_load),)
 
     def setup_arch(self) -> None:
         self.k.setup_arch()
