@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING
 
-from sim.early_ioremap import early_memremap, read_phys
 from sim.fs.debugfs import Dentry
 from sim.kernel.kexec_file import KEXEC_BUF_MEM_UNKNOWN, KexecBuf, Kimage, kexec_add_buffer
 from sim.kernel.panic import warn
 from sim.lib import fdt as libfdt
+from sim.mm.early_ioremap import early_memremap, read_phys
 from sim.mm.memblock import (
     MEMBLOCK_ALLOC_ACCESSIBLE,
     MEMBLOCK_ALLOC_ANYWHERE,

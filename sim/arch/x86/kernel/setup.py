@@ -25,7 +25,6 @@ from sim.arch.x86.bootparam import (
 )
 from sim.arch.x86.kernel.kexec_bzimage64 import bzImage64_load, read_entry64_regs
 from sim.arch.x86.lib.csum_partial_64 import csum_partial
-from sim.early_ioremap import early_memremap, read_phys
 from sim.init.main import early
 from sim.kernel.dma.swiotlb import MAX_DMA32_PFN
 from sim.kernel.kexec_file import Kexec, Kimage
@@ -33,6 +32,7 @@ from sim.kernel.panic import KernelPanic
 from sim.kernel.printk import LOGLEVEL_DEBUG
 from sim.lib import cmdline as kcmdline
 from sim.lib.cmdline import EarlyParam, Setup
+from sim.mm.early_ioremap import early_memremap, read_phys
 from sim.sizes import PAGE_ALIGN, PAGE_SIZE, PFN_DOWN, PHYS_ADDR_MAX, SZ_1M, SZ_64K, U64_MAX, round_down
 
 if TYPE_CHECKING:
