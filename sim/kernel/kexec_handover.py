@@ -313,7 +313,7 @@ class KexecHandover:
         else:
             self.k.slab.kfree(phys)
 
-    def __kho_preserve_order(self, pfn: int, order: int) -> int:
+    def _kho_preserve_order(self, pfn: int, order: int) -> int:
         if self.k.kver >= (6, 18) and self.finalized:
             return -errno.EBUSY
         pfn_high = pfn >> order
@@ -332,7 +332,7 @@ class KexecHandover:
             self.k.kho_sanitizer.preserved(pfn_high << order, order)
         return 0
 
-    def __kho_unpreserve(self, pfn: int, end_pfn: int) -> None:
+    def _kho_unpreserve(self, pfn: int, end_pfn: int) -> None:
         while pfn < end_pfn:
             order = min(count_trailing_zeros(pfn), ilog2(end_pfn - pfn))
             pfn_high = pfn >> order
@@ -350,16 +350,16 @@ class KexecHandover:
     def kho_preserve_folio(self, folio: Folio) -> int:
         if self.finalized:
             return -errno.EBUSY
-        return self.__kho_preserve_order(folio.pfn, folio.order)
+        return self._kho_preserve_order(folio.pfn, folio.order)
 
     def _preserve_range(self, pfn: int, end_pfn: int) -> int:
         """The greedy split shared by kho_preserve_phys (6.16) and kho_preserve_pages (6.18)."""
         start_pfn = pfn
         while pfn < end_pfn:
             order = min(count_trailing_zeros(pfn), ilog2(end_pfn - pfn))
-            err = self.__kho_preserve_order(pfn, order)
+            err = self._kho_preserve_order(pfn, order)
             if err:
-                self.__kho_unpreserve(start_pfn, pfn)
+                self._kho_unpreserve(start_pfn, pfn)
                 return err
             pfn += 1 << order
         return 0
