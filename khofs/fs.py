@@ -704,4 +704,36 @@ def serve(machine: MachineLike, mountpoint: str, **fuse_options: Any) -> None:
         # stderr ("Ignoring invalid max threads value"); 10 is libfuse3's documented default.
         options["max_idle_threads"] = 10
     options.update(fuse_options)
-    mfusepy.FUSE(KhoFs(machine), mountpoint, **options)
+    _Fuse(KhoFs(machine), mountpoint, **options)
+
+
+class _Fuse(mfusepy.FUSE):
+    """mfusepy's FUSE, its struct stat packed once per distinct attribute set.
+
+    A `cat` is mostly lookups, each a getattr whose dict mfusepy copies field by field into
+    the struct (three timespecs among them); the same few dicts come back again and again,
+    so their packed bytes are kept and copied whole.  getattr still runs every time, so
+    files appear and vanish (and errnos come back) exactly as before.
+    """
+
+    _STAT_CACHE_MAX = 4096      # distinct attribute sets kept; more means sizes keep changing
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._packed: dict[tuple[tuple[str, Any], ...], bytes] = {}
+        super().__init__(*args, **kwargs)
+
+    def fgetattr(self, path: bytes | None, buf: Any, fip: Any) -> int:
+        if fip:
+            return super().fgetattr(path, buf, fip)
+        attrs = self.operations.getattr(None if path is None else path.decode(self.encoding, self.errors))
+        key = tuple(attrs.items())
+        raw = self._packed.get(key)
+        if raw is None:
+            ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
+            mfusepy.set_st_attrs(buf.contents, attrs, use_ns=self.use_ns)
+            if len(self._packed) >= self._STAT_CACHE_MAX:
+                self._packed.clear()
+            raw = self._packed[key] = ctypes.string_at(buf, ctypes.sizeof(mfusepy.c_stat))
+        else:
+            ctypes.memmove(buf, raw, len(raw))
+        return 0
