@@ -10,11 +10,13 @@
     khofs decode [PATH] [--mem FILE] [--json]       a KHO hand-over as the kernel reads it
     khofs memmap [--svg FILE] [--json] [--before-after]   the physical memory map
 
-`run` and `attach` re-execute themselves under `unshare -m --propagation private`, so their bind
-mounts (/sys/kernel, /sys/firmware on arm64, /proc/cmdline, /proc/iomem, /dev/mem) exist only for CMD
-and vanish with it: the host's mount table is never touched.  A bind target the
-host lacks (containers often have no /dev/mem) is skipped, not created: use
-$KHOFS_ROOT/dev/mem there.
+`run` and `attach` call unshare(2) on themselves, as `unshare -m --propagation private` would,
+without re-executing: their bind mounts (/sys/kernel, /sys/firmware on arm64, /proc/cmdline,
+/proc/iomem, /dev/mem) exist only in that private mount namespace and vanish with it, so the host's
+mount table is never touched.  `run` serves the machine from a thread of the same process; both
+then fork the seccomp supervisor (khofs.intercept.run), which starts CMD and answers its kexec,
+reboot and mount calls.  A bind target the host lacks (containers often have no /dev/mem) is
+skipped, not created: use $KHOFS_ROOT/dev/mem there.
 """
 
 import argparse
@@ -103,7 +105,7 @@ def _machine_options(p: argparse.ArgumentParser) -> None:
 
 def serve(machine: Any, mountpoint: str) -> None:
     """khofs.fs.serve, imported when a machine is served: mfusepy is not needed before that
-    (nor in the process `run` re-executes from)."""
+    (`attach` never loads it)."""
     from khofs.fs import serve as fs_serve
     fs_serve(machine, mountpoint)
 
@@ -206,8 +208,8 @@ def _shim_dir() -> str:
     return shims
 
 
-# unshare(2), mount(2) and umount2(2) called directly: re-executing under unshare(1) and a mount(8)
-# process per bind were most of `run`'s start-up.
+# unshare(2), mount(2) and umount2(2) called directly: a second Python under unshare(1) and a
+# mount(8) process per bind would be most of `run`'s start-up.
 _MS_RDONLY = 0x1
 _MS_REMOUNT = 0x20
 _MS_BIND = 0x1000

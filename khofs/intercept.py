@@ -1,7 +1,7 @@
 """Real binaries on the simulated kernel: seccomp user notification (Linux >= 5.6, x86_64).
 
-`khofs run` starts `python -m khofs.intercept ROOT ... -- CMD`.  This process forks
-CMD; the child installs a seccomp filter that turns kexec_load, kexec_file_load,
+`khofs run` and `attach` fork a child that calls run() (`python -m khofs.intercept ROOT ...
+-- CMD` does the same standalone).  That process forks CMD; the child installs a seccomp filter that turns kexec_load, kexec_file_load,
 reboot, mount and fsopen into notifications, hands the listener fd back over a
 socketpair (SCM_RIGHTS), closes it and execs CMD.  The filter is inherited by every
 descendant and cannot be removed, so those calls never reach the host's kernel:
