@@ -1,11 +1,11 @@
 """Real binaries on the simulated kernel: seccomp user notification (Linux >= 5.6, x86_64).
 
 `khofs run` and `attach` fork a child that calls run() (`python -m khofs.intercept ROOT ...
--- CMD` does the same standalone).  That process forks CMD; the child installs a seccomp filter that turns kexec_load, kexec_file_load,
-reboot, mount and fsopen into notifications, hands the listener fd back over a
-socketpair (SCM_RIGHTS), closes it and execs CMD.  The filter is inherited by every
-descendant and cannot be removed, so those calls never reach the host's kernel:
-they wait until this supervisor answers them from the machine at ROOT, through the
+-- CMD` does the same standalone).  That process forks CMD; the child installs a seccomp
+filter that turns kexec_load, kexec_file_load, reboot, mount and fsopen into notifications,
+hands the listener fd back over a socketpair (SCM_RIGHTS), closes it and execs CMD.  The
+filter is inherited by every descendant and cannot be removed, so those calls never reach the
+host's kernel: they wait until this supervisor answers them from the machine at ROOT, through the
 control channel ROOT/khofs/syscall (so the supervisor needs no machine of its own).
 
 - kexec_file_load: the image and initrd are read through the caller's fds
