@@ -97,10 +97,12 @@ MACHINE_OPTIONS = (
 )
 
 
-def _machine_options(p: argparse.ArgumentParser) -> None:
+def _machine_options(p: argparse.ArgumentParser, only_given: bool = False) -> None:
+    """only_given: an option not on the command line stays out of the Namespace (see cmd_shell)."""
     g = p.add_argument_group("machine options (as sim.machine.Machine)")
     for option in MACHINE_OPTIONS:
-        g.add_argument(option.flag, dest=option.keyword, **option.kwargs)
+        kwargs = dict(option.kwargs, default=argparse.SUPPRESS) if only_given else option.kwargs
+        g.add_argument(option.flag, dest=option.keyword, **kwargs)
 
 
 def serve(machine: Any, mountpoint: str) -> None:
@@ -418,7 +420,20 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    return _attach(args, None) if args.attach else _run(args, None)
+    """An attached machine is already booted: machine options with --attach are a usage error
+    (exit 2), not silently ignored."""
+    given = [option for option in MACHINE_OPTIONS if hasattr(args, option.keyword)]
+    if args.attach:
+        if given:
+            args.usage_error(f"argument --attach: not allowed with argument {given[0].flag} "
+                             "(the attached machine is already booted)")
+        return _attach(args, None)
+    defaults = argparse.ArgumentParser(add_help=False)
+    _machine_options(defaults)
+    for keyword, value in vars(defaults.parse_args([])).items():
+        if not hasattr(args, keyword):
+            setattr(args, keyword, value)
+    return _run(args, None)
 
 
 # -- mkimage --
@@ -477,9 +492,9 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("shell", help="an interactive bash on the machine, prompt `(khofs) ...`")
     s.add_argument("--attach", metavar="MOUNTPOINT", help="the machine a `khofs mount` serves, not a new one")
-    _machine_options(s)
+    _machine_options(s, only_given=True)
     _run_options(s)
-    s.set_defaults(func=cmd_shell)
+    s.set_defaults(func=cmd_shell, usage_error=s.error)
 
     i = sub.add_parser("mkimage", help="write a bootable kernel image (x86_64 bzImage, arm64 Image)")
     i.add_argument("out")

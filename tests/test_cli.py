@@ -36,6 +36,30 @@ def test_every_machine_option_reaches_the_machine(tmp_path: Path) -> None:
         {o.flag for o in cli.MACHINE_OPTIONS}
 
 
+@pytest.mark.parametrize("given", [["--mem", "4G"], ["--arch", "x86_64"], ["--scrub"], ["--module", "m.py"]])
+def test_shell_attach_rejects_machine_options(given: list[str], monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The attached machine is already booted: a machine option (even one equal to its default)
+    is a usage error, exit 2, before anything is attached."""
+    monkeypatch.setattr(cli, "_attach", lambda args, command: pytest.fail("attached anyway"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["shell", "--attach", "/mnt", *given])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: khofs shell")
+    assert f"khofs shell: error: argument --attach: not allowed with argument {given[0]} " in err
+
+
+def test_shell_without_attach_boots_with_the_defaults_it_was_not_given(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    booted = []
+    monkeypatch.setattr(cli, "_run", lambda args, command: booted.append(cli._boot(args)) or 0)
+    assert cli.main(["shell", "--mem", "4G"]) == 0
+    m, = booted
+    assert (m.mem, m.nodes, m.arch, m.kernel_version, m.scrub, m.initrd) == \
+        (4 << 30, 2, "x86_64", "6.16", False, None)
+
+
 def test_unreadable_initrd_or_module_is_one_line(tmp_path: Path) -> None:
     r = subprocess.run([*KHOFS, "run", "--initrd", str(tmp_path / "none"), "--", "true"],
                        capture_output=True, text=True, timeout=60)
