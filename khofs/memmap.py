@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape
 
 from khofs.decode import human_size, open_ram
 from khofs.kexec import DEFAULT_ROOT
-from sim.memmap import LAYERS, MapRange, MemoryMap, handed_over_map, memory_map
+from sim.memmap import FIRMWARE_LAYERS, LAYERS, MapRange, MemoryMap, handed_over_map, memory_map
 
 # -- reading a mount --
 
@@ -64,11 +64,12 @@ _PALETTE = {
     "kernel": "#333333", "scratch": "#f08c2e", "fdt": "#2a9d8f", "preserved": "#7b4fa6",
     "reserve_mem": "#e9c46a", "revived": "#3a9d4a",
 }
+_FIRMWARE = {"iomem", *FIRMWARE_LAYERS.values()}
 _NODE_COLOURS = ("#dce9f7", "#f7e3dc", "#e3f7dc", "#f3dcf7", "#f7f2dc", "#dcf7f3", "#ecdcf7", "#f7dce9")
 
 
 def _colour(layer: str, label: str) -> str:
-    if layer == "e820":
+    if layer in _FIRMWARE:
         return _PALETTE.get(label, "#9e9e9e")
     if layer == "node":
         return _NODE_COLOURS[int(label.split()[1]) % len(_NODE_COLOURS)]
@@ -155,8 +156,8 @@ def _ticks(parts: list[str], axis: LogAxis, y: float) -> float:
     return y + 95
 
 
-def _legend(parts: list[str], y: float) -> float:
-    items = [("#cfe8cf", "System RAM"), ("#9e9e9e", "Reserved (e820)"), ("#dce9f7", "NUMA node"),
+def _legend(parts: list[str], y: float, firmware: str) -> float:
+    items = [("#cfe8cf", "System RAM"), ("#9e9e9e", f"Reserved ({firmware})"), ("#dce9f7", "NUMA node"),
              ("#a9c8ee", "memblock.memory"), ("#f5b971", "memory KHO_SCRATCH"), ("#f2a7a0", "reserved"),
              ("#b3403a", "reserved RSV_KERN"), ("#8e63b5", "reserved RSV_NIT"), ("#333333", "kernel image"),
              ("#f08c2e", "KHO scratch"), ("#2a9d8f", "KHO FDT"), ("#7b4fa6", "preserved"),
@@ -181,7 +182,7 @@ def to_svg(maps: list[MemoryMap]) -> str:
     for mm in maps:
         y = _panel(parts, mm, axis, y) + 8
     y = _ticks(parts, axis, y)
-    y = _legend(parts, y)
+    y = _legend(parts, y, maps[-1].firmware)
     height = int(y + 10)
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{height}" '
             f'viewBox="0 0 {_W} {height}" font-family="DejaVu Sans, Arial, sans-serif">\n'

@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 from sim.kho_decode import Read, kho_decode
 
 # Layers in drawing order, with what each holds.
+# The first lane is the firmware's RAM map, named by where it comes from on each architecture
+# (the top level of /proc/iomem in every case); a map has only one of them.
 LAYERS = (
     ("e820", "firmware map: System RAM, Reserved, holes"),
+    ("dt-memory", "firmware map (device tree /memory nodes, as /proc/iomem shows them): System RAM, "
+                  "reserved, holes"),
+    ("iomem", "/proc/iomem top level (architecture unknown): System RAM, reserved, holes"),
     ("node", "NUMA nodes (memblock/memory nid)"),
     ("memory", "memblock.memory regions and flags"),
     ("reserved", "memblock.reserved regions and flags"),
@@ -33,6 +38,8 @@ LAYERS = (
 ReadText = Callable[[str], str | bytes | None]
 
 DEBUGFS = "sys/kernel/debug"
+# /proc/sys/kernel/arch (utsname machine) -> the firmware map's lane.
+FIRMWARE_LAYERS = {"x86_64": "e820", "aarch64": "dt-memory"}
 _IOMEM = re.compile(r"^( *)([0-9a-f]+)-([0-9a-f]+) : (.*)$", re.M)
 _REGION = re.compile(r"^\s*\d+: 0x([0-9a-f]+)\.\.0x([0-9a-f]+)\s+(\S+) (\S+)$", re.M)
 _REVIVED = re.compile(r"Revived memory reservation '([^']*)' from KHO")
@@ -56,6 +63,7 @@ class MemoryMap:
     end: int                        # top of the address space drawn (end of RAM)
     ranges: list[MapRange] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    firmware: str = "iomem"         # the firmware map's layer (FIRMWARE_LAYERS)
 
     def layer(self, name: str) -> list[MapRange]:
         return [r for r in self.ranges if r.layer == name]
@@ -71,8 +79,9 @@ def _blob(read_text: ReadText, path: str) -> bytes | None:
     return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
 
 
-def _e820(iomem: str) -> tuple[list[MapRange], list[MapRange], int]:
-    """Top-level iomem lines as e820 ranges with the holes between, the kernel image, and RAM's end."""
+def _firmware_map(iomem: str, layer: str) -> tuple[list[MapRange], list[MapRange], int]:
+    """Top-level iomem lines as ranges of the firmware map's layer with the holes between, the
+    kernel image, and RAM's end."""
     top, kernel = [], []
     for m in _IOMEM.finditer(iomem):
         start, end, name = int(m[2], 16), int(m[3], 16) + 1, m[4]
@@ -80,12 +89,12 @@ def _e820(iomem: str) -> tuple[list[MapRange], list[MapRange], int]:
             if name == "Kernel code":
                 kernel.append(MapRange("kernel", start, end, "kernel image"))
         else:
-            top.append(MapRange("e820", start, end, name))
+            top.append(MapRange(layer, start, end, name))
     top.sort(key=lambda r: r.start)
     out, cur = [], 0
     for r in top:
         if r.start > cur:
-            out.append(MapRange("e820", cur, r.start, "hole"))
+            out.append(MapRange(layer, cur, r.start, "hole"))
         out.append(r)
         cur = max(cur, r.end)
     ram_end = max((r.end for r in top if r.label == "System RAM"), default=0)
@@ -147,13 +156,14 @@ def _handover(read_text: ReadText, read: Read | None, ram_end: int, which: str, 
 
 def memory_map(read_text: ReadText, read: Read | None, title: str = "this kernel") -> MemoryMap:
     """The running kernel's map, from its files (`read_text(path)`, None if absent) and RAM."""
-    e820, kernel, ram_end = _e820(_text(read_text, "proc/iomem") or "")
-    mm = MemoryMap(title, ram_end)
+    firmware = FIRMWARE_LAYERS.get((_text(read_text, "proc/sys/kernel/arch") or "").strip(), "iomem")
+    top, kernel, ram_end = _firmware_map(_text(read_text, "proc/iomem") or "", firmware)
+    mm = MemoryMap(title, ram_end, firmware=firmware)
     memory = _regions(_text(read_text, f"{DEBUGFS}/memblock/memory") or "", "memory")
     reserved = _regions(_text(read_text, f"{DEBUGFS}/memblock/reserved") or "", "reserved")
     dmesg = _text(read_text, "khofs/dmesg") or ""
     kver = _kernel_version(dmesg)
-    mm.ranges += e820 + _nodes(memory) + memory + reserved + kernel + _scratch(read_text)
+    mm.ranges += top + _nodes(memory) + memory + reserved + kernel + _scratch(read_text)
     outgoing = _handover(read_text, read, ram_end, "out", kver, mm)
     incoming = _handover(read_text, read, ram_end, "in", kver, mm)
     mm.ranges += outgoing + [r for r in incoming if r.layer == "fdt"]
@@ -171,15 +181,15 @@ def memory_map(read_text: ReadText, read: Read | None, title: str = "this kernel
 def handed_over_map(read_text: ReadText, read: Read | None) -> MemoryMap | None:
     """The previous kernel's map as far as its hand-over (read by this kernel) tells; None without one.
 
-    Same hardware (e820, nodes); its scratch (handed over: the same areas); what it preserved,
+    Same hardware (firmware map, nodes); its scratch (handed over: the same areas); what it preserved,
     as this kernel deserialized it (the RSV_NIT reservations: the chunk list itself is free
     memory by now); its FDTs and reserve_mem regions from in/.
     """
     if _blob(read_text, f"{DEBUGFS}/kho/in/fdt") is None:
         return None
     now = memory_map(read_text, read)
-    mm = MemoryMap("previous kernel (from the hand-over)", now.end)
-    mm.ranges += [r for r in now.ranges if r.layer in ("e820", "node", "scratch")]
+    mm = MemoryMap("previous kernel (from the hand-over)", now.end, firmware=now.firmware)
+    mm.ranges += [r for r in now.ranges if r.layer in (now.firmware, "node", "scratch")]
     mm.ranges += [MapRange("preserved", r.start, r.end, "preserved") for r in now.ranges
                   if r.layer == "revived" and r.label.startswith("preserved")]
     kver = _kernel_version(_text(read_text, "khofs/dmesg") or "")

@@ -40,6 +40,8 @@ def files_of(m: Machine):
         try:
             if path == "proc/iomem":
                 return k.iomem()
+            if path == "proc/sys/kernel/arch":
+                return f"{k.arch.uname_machine}\n"
             if path == "khofs/dmesg":
                 return k.dmesg()
             if path.startswith("sys/kernel/debug/"):
@@ -134,7 +136,7 @@ def test_100k_scattered_ranges_are_drawn_as_at_most_200_bars_per_lane() -> None:
 
 
 def hand_written_map() -> MemoryMap:
-    mm = MemoryMap("a hand-written map", 0x280000000)
+    mm = MemoryMap("a hand-written map", 0x280000000, firmware="e820")
     mm.ranges = [MapRange("e820", 0, 0x80000000, "System RAM"),
                  MapRange("e820", 0x80000000, 0x100000000, "hole"),
                  MapRange("e820", 0x100000000, 0x280000000, "System RAM"),
@@ -180,8 +182,8 @@ def test_memmap_through_a_mount(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         doc = json.loads(r.stdout)
         labels = {(x["layer"], x["label"]) for x in doc["ranges"]}
-        assert {("reserve_mem", "n1"), ("node", "node 0"), ("node", "node 1"),
-                ("scratch", "scratch global")} <= labels
+        assert {("e820", "System RAM"), ("e820", "hole"), ("reserve_mem", "n1"), ("node", "node 0"),
+                ("node", "node 1"), ("scratch", "scratch global")} <= labels
         assert ET.parse(tmp_path / "map.svg").getroot().tag == f"{SVG}svg"
         load(m.kernel)
         m.kexec()
@@ -191,6 +193,29 @@ def test_memmap_through_a_mount(tmp_path: Path) -> None:
         titles = [t.text for t in ET.parse(tmp_path / "both.svg").getroot().iter(f"{SVG}text")
                   if t.get("class") == "panel"]
         assert titles[:2] == ["previous kernel (from the hand-over)", "this kernel"]
+
+
+def test_arm64_firmware_lane_is_the_device_tree_memory_not_e820(tmp_path: Path) -> None:
+    """arm64 has no e820: its RAM comes from the DT /memory nodes (/proc/iomem's top level), and
+    text, JSON and SVG name the lane so."""
+    with mounted(tmp_path, arch="arm64", mem="8G") as (_, mnt):
+        text = khofs(mnt, "memmap")
+        doc = khofs(mnt, "memmap", "--json", "--svg", str(tmp_path / "map.svg"))
+    assert (text.returncode, doc.returncode) == (0, 0), text.stderr + doc.stderr
+    assert "dt-memory: firmware map (device tree /memory nodes, as /proc/iomem shows them): " \
+           "System RAM, reserved, holes" in text.stdout.splitlines()
+    assert "e820" not in text.stdout
+    firmware = [(x["start"], x["end"], x["label"]) for x in json.loads(doc.stdout)["ranges"]
+                if x["layer"] == "dt-memory"]
+    assert firmware[:2] == [(0, 0x40000000, "hole"), (0x40000000, 0x140000000, "System RAM")]
+    assert not [x for x in json.loads(doc.stdout)["ranges"] if x["layer"] in ("e820", "iomem")]
+    svg = ET.parse(tmp_path / "map.svg").getroot()
+    assert {r.get("data-label") for r in svg.iter(f"{SVG}rect") if r.get("class") == "dt-memory"} == \
+        {"hole", "System RAM"}
+    lanes = [t[0].tail for t in svg.iter(f"{SVG}text") if t.get("class") == "layer"]     # after <title>
+    assert lanes[0] == "dt-memory"
+    assert "Reserved (dt-memory)" in [t.text for t in svg.iter(f"{SVG}text")]
+    assert "e820" not in ET.tostring(svg, encoding="unicode")
 
 
 def test_memmap_without_a_machine_is_one_line(tmp_path: Path) -> None:
