@@ -11,6 +11,7 @@ from kho_common import (
     PAGE_SHIFT,
     PAGE_SIZE,
     POISON,
+    arch,  # noqa: F401 - the fixture the test that also runs on arm64 uses
     boot,
     finalize,
     kexec,
@@ -62,6 +63,7 @@ def rsv_nit(k: Kernel) -> set[tuple[int, int]]:
     return {(r.base, r.end) for r in regions(k, "reserved") if r.flag == "RSV_NIT"}
 
 
+@pytest.mark.usefixtures("arch")         # on both architectures; the rest of the file runs x86 only
 def test_folios_in_multi_entry_chunks_survive_byte_for_byte() -> None:
     """Order-0 folios 16 MiB apart fill about 300 bitmaps: a full chunk of 255 entries and a second.
 

@@ -87,8 +87,14 @@ class Arm64(Arch):
         k.parse_early_param()
         k.printk.pr_info("efi: UEFI not found.")
         self.arm64_memblock_init()
+        self.paging_init()
         self.boot_fdt = self.dt.blob()          # unflatten_device_tree()
         self.bootmem_init()
+
+    def paging_init(self) -> None:
+        """arch/arm64/mm/mmu.c: after map_mem() the memblock arrays may grow (memblock_allow_resize);
+        without it a hand-over of more than 128 preserved ranges would not fit memblock.reserved."""
+        self.k.memblock.allow_resize()
 
     def kaslr_early_init(self) -> str:
         if not self.dt.early_init_dt_verify():
