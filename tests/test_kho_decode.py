@@ -16,7 +16,7 @@ from pathlib import Path
 
 import libfdt
 import pytest
-from kho_common import block_ranges, boot, finalize, kexec, preserved_blocks, prop_u64
+from kho_common import arch, block_ranges, boot, finalize, kexec, preserved_blocks, prop_u64  # noqa: F401
 from test_fs_harness import mounted
 
 from khofs.cli import main
@@ -39,6 +39,7 @@ def ranges_of(doc: dict) -> list[tuple[int, int]]:
 
 # -- the simulator's own hand-overs --
 
+@pytest.mark.usefixtures("arch")         # on both architectures; the rest of the file runs x86 only
 @pytest.mark.parametrize("version", ["6.16", "6.18"])
 def test_decode_lists_exactly_the_preserved_ranges_of_the_chunk_list(version: str) -> None:
     """Expect the merged ranges of an independent walk, n1 as integers and both sub-FDTs."""
