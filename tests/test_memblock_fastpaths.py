@@ -4,14 +4,15 @@ sim.mm.memblock starts its scans at a bisect instead of index 0, walks the free 
 region at a time, and inserts KHO's million reservations in merge passes
 (reserve_mark_noinit_many).  Here every sequence runs twice: on the optimised code, and on the
 same code with the bisects answering what a scan from the array's end would reach, the free
-ranges walked as __next_mem_range's two indexes, and reserve_mark_noinit_many spelled as its
-loop of single calls.
+ranges walked as __next_mem_range's two indexes (also for free_mem_range_arrays), and
+reserve_mark_noinit_many spelled as its loop of single calls.
 Expect the same arrays (regions, capacity, where a doubled array lives, total_size), the
 same return values and errors, the same log and the same free ranges, after every step.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterator, Sequence
 from unittest import mock
 
@@ -19,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sim.mm.memblock as memblock_mod
-from sim.mm.memblock import PHYS_ADDR_MAX, Memblock, MemblockType
+from sim.mm.memblock import MEMBLOCK_NONE, NUMA_NO_NODE, PHYS_ADDR_MAX, Memblock, MemblockType
 from sim.sizes import PAGE_SIZE
 
 G = 16
@@ -60,6 +61,11 @@ class PlainMemblock(Memblock):
         for base, size in zip(bases, sizes, strict=True):
             self.reserve(base, size)
             self.reserved_mark_noinit(base, size)
+
+    def free_mem_range_arrays(self, nid: int = NUMA_NO_NODE,
+                              flags: int = MEMBLOCK_NONE) -> tuple[array, array]:
+        pieces = list(self._next_mem_range(nid, flags, self.memory, self.reserved))
+        return array("Q", [s for s, _, _ in pieces]), array("Q", [e for _, e, _ in pieces])
 
     def _next_mem_range(self, nid: int, flags: int, type_a: MemblockType,
                         type_b: MemblockType | None) -> Iterator[tuple[int, int, int]]:
@@ -141,7 +147,8 @@ def run(cls: type[Memblock], steps: list[tuple], debug: bool) -> list:
             end = regions[which % len(regions)].base
             bases = [b for b in range(end - count * G, end, G) if b >= 0]
             result = mb.reserve_mark_noinit_many(bases, [G] * len(bases))
-        trace.append((step, result, state(mb), list(mb.for_each_free_mem_range()),
+        trace.append((step, result, state(mb), list(mb.for_each_free_mem_range()), mb.free_mem_range_arrays(),
+                      mb.free_mem_range_arrays(1),
                       list(mb.for_each_free_mem_range_reverse()), len(log)))
     trace.append(log)
     return trace

@@ -1,8 +1,12 @@
 """sim.mm.page_alloc: free memory as ranges; CMA (scratch) pageblocks only for movable requests."""
 
 import random
+from array import array
 
-from sim.mm.page_alloc import PAGE_POISON, Folio, PageAllocator, PagePrivate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.mm.page_alloc import PAGE_POISON, Folio, PageAllocator, PagePrivate, PfnRanges
 from sim.physmem import PhysMem
 
 
@@ -75,3 +79,25 @@ def test_page_private_is_the_last_write_of_each_pfn() -> None:
         probe = rng.randrange(64)
         assert private.get(probe) == model.get(probe, 0)
     assert [private.get(p) for p in range(64)] == [model.get(p, 0) for p in range(64)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), max_size=12),
+       st.integers(0, 90), st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6)), max_size=12))
+def test_add_sorted_joins_and_appends_as_add_many(before: list[tuple[int, int]], pos: int,
+                                                  steps: list[tuple[int, int]]) -> None:
+    """memblock_free_all's bulk path: ranges in address order, some touching, some empty, some
+    touching or below what is already free; the result is add_many's, one range at a time."""
+    fast, slow = PfnRanges(), PfnRanges()
+    for s, n in before:
+        fast.add(s, s + n + 1)
+        slow.add(s, s + n + 1)
+    starts, ends = array("Q"), array("Q")
+    for gap, n in steps:
+        pos += gap
+        starts.append(pos)
+        ends.append(pos + n)
+        pos += n
+    fast.add_sorted(array("Q", starts), array("Q", ends))
+    slow.add_many(zip(starts, ends, strict=True))
+    assert (fast.start, fast.end) == (slow.start, slow.end)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -686,6 +687,34 @@ class Memblock:
                                 flags: int = MEMBLOCK_NONE) -> Iterator[tuple[int, int, int]]:
         """Free (memory minus reserved) pieces as (start, end, nid), lowest first."""
         return self._next_mem_range(nid, flags, self.memory, self.reserved)
+
+    def free_mem_range_arrays(self, nid: int = NUMA_NO_NODE,
+                              flags: int = MEMBLOCK_NONE) -> tuple[array, array]:
+        """for_each_free_mem_range()'s pieces as arrays of starts and ends (u64, 8 bytes each).
+
+        memblock_free_all's walk after a big hand-over is a million pieces: here each memory
+        region's are the reserved gaps a bisect finds, sliced out whole instead of one step of
+        the iterator each.  Gap k of the reserved array is [end of region k-1 (or 0), base of
+        region k (or PHYS_ADDR_MAX)); only the first and last a memory region meets are clipped.
+        """
+        rb = self.reserved._rgn
+        r_starts = array("Q", [r.base for r in rb])
+        r_ends = array("Q", [r.base + r.size for r in rb])
+        n = len(rb)
+        starts, ends = array("Q"), array("Q")
+        for m in self.memory._rgn:
+            if self._should_skip_region(self.memory, m, nid, flags):
+                continue
+            m_start, m_end = m.base, m.base + m.size
+            first = bisect_right(r_starts, m_start)     # the first gap ending after m_start
+            last = bisect_left(r_ends, m_end)           # the last gap starting before m_end
+            if first > last:
+                continue
+            starts.append(max(m_start, r_ends[first - 1]) if first else m_start)
+            starts += r_ends[first:last]
+            ends += r_starts[first:last]
+            ends.append(min(m_end, r_starts[last]) if last < n else m_end)
+        return starts, ends
 
     def for_each_free_mem_range_reverse(self, nid: int = NUMA_NO_NODE,
                                         flags: int = MEMBLOCK_NONE) -> Iterator[tuple[int, int, int]]:

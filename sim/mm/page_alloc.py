@@ -11,6 +11,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import compress
+from operator import ge, lt, ne
 from typing import TYPE_CHECKING
 
 from sim.physmem import PhysMem
@@ -61,6 +63,21 @@ class PfnRanges:
                 end.append(e)
             else:
                 self._merge(s, e)
+
+    def add_sorted(self, starts: array, ends: array) -> None:
+        """add_many() of ranges in address order, none overlapping the next (memblock_free_all's):
+        those that touch are joined and the rest appended, with whole-array operations; anything
+        else goes one range at a time.  The arrays are the caller's to give up."""
+        if not starts or (self.end and starts[0] < self.end[-1]) or \
+                not all(map(ge, starts[1:], ends[:-1])):
+            self.add_many(zip(starts, ends, strict=True))
+            return
+        if self.end and starts[0] == self.end[-1]:
+            starts[0] = self.start.pop()
+            self.end.pop()
+        apart = list(map(ne, starts[1:], ends[:-1]))      # False where a range ends as the next starts
+        self.start.extend(compress(starts, [True, *apart]))
+        self.end.extend(compress(ends, [*apart, True]))
 
     def _merge(self, s: int, e: int) -> None:
         i = bisect_left(self.end, s)          # first range ending at or after s
@@ -168,21 +185,20 @@ class PageAllocator:
 
     def free_pages_memory(self, start_pfn: int, end_pfn: int) -> None:
         """__free_pages_memory(): memory leaves memblock for good; a scrubbing machine poisons it now."""
-        self.free_pages_memory_many(((start_pfn, end_pfn),))
+        self.free_pages_memory_many(array("Q", (start_pfn,)), array("Q", (end_pfn,)))
 
-    def free_pages_memory_many(self, ranges: Iterable[tuple[int, int]]) -> None:
-        """free_pages_memory() of each [start_pfn, end_pfn) in turn (memblock_free_all's million
-        ranges after a big hand-over), the scrub's fills made in one call."""
-        starts, ends = array("Q"), array("Q")        # 16 bytes a range, not a tuple's 120
-        for s, e in ranges:
-            if s < e:
-                starts.append(s)
-                ends.append(e)
+    def free_pages_memory_many(self, start_pfns: array, end_pfns: array) -> None:
+        """free_pages_memory() of each [start_pfns[i], end_pfns[i]) in turn (memblock_free_all's
+        million ranges after a big hand-over), as whole-array operations and one fill call."""
+        keep = list(map(lt, start_pfns, end_pfns))
+        starts = array("Q", compress(start_pfns, keep))
+        ends = array("Q", compress(end_pfns, keep))
+        del keep
         if self._scrub:
             phys = ((s << PAGE_SHIFT, (e - s) << PAGE_SHIFT) for s, e in zip(starts, ends, strict=True))
             self._physmem.fill_many(phys, PAGE_POISON)
-        self._free.add_many(zip(starts, ends, strict=True))
         self.totalram_pages += sum(ends) - sum(starts)
+        self._free.add_sorted(starts, ends)
 
     def alloc_pages(self, order: int, movable: bool = False) -> Folio | None:
         """The highest free naturally aligned block; unmovable requests never take CMA pageblocks."""
