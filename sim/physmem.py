@@ -8,7 +8,7 @@ not depend on its length.  Memory that was never written nor filled reads 0.
 
 import struct
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sim.sizes import PAGE_SHIFT, PAGE_SIZE
 
@@ -123,6 +123,30 @@ class PhysMem:
                 else:
                     a, b = max(phys, base), min(end, base + PAGE_SIZE)
                     pages[pfn][a - base:b - base] = bytes((value,)) * (b - a)
+
+    def fill_pfn_ranges(self, start_pfns: Sequence[int], end_pfns: Sequence[int], value: int) -> None:
+        """fill_many() of the page ranges [start_pfns[k], end_pfns[k]), given in address order and
+        disjoint (memblock_free_all's million free ranges): every range lying inside a run already
+        holding value, with no materialised page up to that run's end, is skipped in bulk by
+        bisect, so re-poisoning poisoned memory costs per run, not per range."""
+        if not 0 <= value <= 0xFF:
+            raise ValueError(f"fill value {value:#x} is not a byte")
+        pfns, run_start, run_end, run_value = self._pfns, self._run_start, self._run_end, self._run_value
+        k, total = 0, len(start_pfns)
+        while k < total:
+            s = start_pfns[k]
+            i = bisect_left(run_end, s << PAGE_SHIFT)
+            if i < len(run_start) and run_start[i] <= s << PAGE_SHIFT and run_value[i] == value:
+                limit = run_end[i] >> PAGE_SHIFT      # whole pages of this run from s on
+                m = bisect_left(pfns, s)
+                if m < len(pfns):
+                    limit = min(limit, pfns[m])       # up to the next materialised page
+                skip = bisect_right(end_pfns, limit, k)
+                if skip > k:
+                    k = skip
+                    continue
+            self.fill_many(((s << PAGE_SHIFT, (end_pfns[k] - s) << PAGE_SHIFT),), value)
+            k += 1
 
     def _set_run(self, start: int, end: int, value: int, i: int) -> None:
         """Make [start, end) one run of value, joined with neighbouring runs of the same value,

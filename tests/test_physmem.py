@@ -117,3 +117,38 @@ def test_scrubbing_the_gaps_between_many_blocks_keeps_one_run_and_no_pages() -> 
         mem.fill((i << 24) + PAGE_SIZE, (1 << 24) - PAGE_SIZE, 0xAA)
     assert mem.materialized_pages == 0
     assert mem.read((1234 << 24) - 8, 16) == b"\xaa" * 8 + bytes([1234 % 200 + 1]) * 8
+
+
+_pages = 32
+_pfn_fill = st.tuples(st.integers(0, _pages - 1), st.integers(0, _pages), st.sampled_from([0, 0xAA, 0x55]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_pfn_fill, max_size=12), st.lists(st.integers(0, _pages * PAGE_SIZE - 1), max_size=6),
+       st.lists(st.integers(0, _pages), max_size=40), st.sampled_from([0, 0xAA, 0x55]))
+def test_fill_pfn_ranges_matches_one_fill_per_range(
+        fills: list[tuple[int, int, int]], writes: list[int], cuts: list[int], value: int) -> None:
+    """The bulk skip over ranges already holding value must give the bytes, runs and materialised
+    pages of one fill() per range, over any earlier fills and writes (pages inside runs too)."""
+    size = _pages * PAGE_SIZE
+    fast, slow, flat = PhysMem(size), PhysMem(size), bytearray(size)
+    for pfn, npages, v in fills:
+        n = min(npages, _pages - pfn) * PAGE_SIZE
+        for mem in (fast, slow):
+            mem.fill(pfn * PAGE_SIZE, n, v)
+        flat[pfn * PAGE_SIZE:pfn * PAGE_SIZE + n] = bytes([v]) * n
+    for phys in writes:
+        for mem in (fast, slow):
+            mem.write(phys, b"w")
+        flat[phys] = ord("w")
+    edges = sorted(set(cuts))
+    starts, ends = edges[0::2], edges[1::2]
+    starts = starts[:len(ends)]
+    fast.fill_pfn_ranges(starts, ends, value)
+    for s, e in zip(starts, ends, strict=True):
+        slow.fill(s * PAGE_SIZE, (e - s) * PAGE_SIZE, value)
+        flat[s * PAGE_SIZE:e * PAGE_SIZE] = bytes([value]) * ((e - s) * PAGE_SIZE)
+    assert fast.read(0, size) == bytes(flat)
+    assert (fast._run_start, fast._run_end, fast._run_value) == (
+        slow._run_start, slow._run_end, slow._run_value)
+    assert fast._pfns == slow._pfns and fast.materialized_pages == slow.materialized_pages

@@ -195,8 +195,7 @@ class PageAllocator:
         ends = array("Q", compress(end_pfns, keep))
         del keep
         if self._scrub:
-            phys = ((s << PAGE_SHIFT, (e - s) << PAGE_SHIFT) for s, e in zip(starts, ends, strict=True))
-            self._physmem.fill_many(phys, PAGE_POISON)
+            self._physmem.fill_pfn_ranges(starts, ends, PAGE_POISON)
         self.totalram_pages += sum(ends) - sum(starts)
         self._free.add_sorted(starts, ends)
 
