@@ -481,12 +481,14 @@ class Memblock:
         run_base = run_end = -1           # the new region being grown, not yet in out
         prev_end = added = 0
         sizes_seen: dict[int, int] = {}   # one int object per distinct size: most are a folio's
+        append, region, addr_max = out.append, MemblockRegion, PHYS_ADDR_MAX
         for k in order:
             base, size = bases[k], sizes[k]
             end = base + size
-            if base < prev_end or not 0 < size <= PHYS_ADDR_MAX - base:
+            if base < prev_end or not 0 < size <= addr_max - base:
                 return False
-            idx = bisect_right(starts, base, pos)
+            # Past the last old region starting at or before base, no bisect is needed.
+            idx = bisect_right(starts, base, pos) if pos < n and starts[pos] <= base else pos
             if (idx and ends[idx - 1] > base) or (idx < n and starts[idx] < end):
                 return False
             prev_end = end
@@ -496,14 +498,14 @@ class Memblock:
             else:
                 if run_end >= 0:
                     run_size = sizes_seen.setdefault(run_end - run_base, run_end - run_base)
-                    out.append(MemblockRegion(run_base, run_size, flags, nid))
-                out += rgn[pos:idx]
-                pos = idx
+                    append(region(run_base, run_size, flags, nid))
                 run_base, run_end = base, end
-                left = out[-1] if out else None
-                if (left is not None and left.base + left.size == base and left.nid == nid
-                        and left.flags == flags):
-                    run_base = out.pop().base
+                if idx > pos:             # else out[-1] is the run just closed, which ends before base
+                    out += rgn[pos:idx]
+                    pos = idx
+                    left = out[-1]
+                    if left.base + left.size == base and left.nid == nid and left.flags == flags:
+                        run_base = out.pop().base
             if pos < n and starts[pos] == end and rgn[pos].nid == nid and rgn[pos].flags == flags:
                 run_end = ends[pos]
                 pos += 1
