@@ -313,18 +313,24 @@ def handover(k: Kernel) -> tuple[int, int, int, int] | None:
     return fdt_addr, fdt_size, scratch, scratch_size
 
 
+def patch_kho_setup_data(k: Kernel, offset: int, data: bytes) -> int:
+    """Rewrite bytes of the loaded image's SETUP_KEXEC_KHO entry (offset from its header); returns phys."""
+    image = k.kexec.kexec_image
+    assert image is not None
+    seg = next(s for s in image.segments if s.mem == image.bootparam_load_addr)
+    entry = next(e for e in setup_data(image_reader(k), seg.mem) if e.type == SETUP_KEXEC_KHO)
+    buf = bytearray(seg.buffer)
+    at = entry.phys - seg.mem + offset
+    buf[at:at + len(data)] = data
+    seg.buffer = bytes(buf)
+    return entry.phys
+
+
 def patch_handover(k: Kernel, which: str, addr: int) -> None:
     """Point the loaded image's hand-over at another address ("fdt" or "scratch") where its
     transport keeps it; sizes stay as they are."""
     if k.machine.arch == "x86_64":
-        image = k.kexec.kexec_image
-        assert image is not None
-        seg = next(s for s in image.segments if s.mem == image.bootparam_load_addr)
-        entry = next(e for e in setup_data(image_reader(k), seg.mem) if e.type == SETUP_KEXEC_KHO)
-        at = entry.phys - seg.mem + 16 + (0 if which == "fdt" else 16)
-        buf = bytearray(seg.buffer)
-        buf[at:at + 8] = struct.pack("<Q", addr)
-        seg.buffer = bytes(buf)
+        patch_kho_setup_data(k, 16 + (0 if which == "fdt" else 16), struct.pack("<Q", addr))
         return
     mem, blob = _dtb_segment(k)
     tree = libfdt.Fdt(bytearray(blob))

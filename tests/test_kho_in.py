@@ -18,7 +18,6 @@ from kho_common import (
     finalize,
     greedy_split,
     hexlines,
-    image_reader,
     inside_any,
     kexec,
     kho_lines,
@@ -28,6 +27,7 @@ from kho_common import (
     make_image,
     only,
     patch_handover,
+    patch_kho_setup_data,
     prop_bytes,
     prop_u64,
     random_bytes,
@@ -297,19 +297,6 @@ def test_6_16_restores_the_same_folio_twice(kho_boot: tuple[Machine, bytes, Kern
 
 # -- kho_populate's memremap failures and x86 add_kho (spec §5 KHO boot steps 1 and 4, §7 x86) --
 
-def _patch_kho_setup_data(k: Kernel, offset: int, data: bytes) -> int:
-    """Rewrite bytes of the loaded image's SETUP_KEXEC_KHO entry (offset from its header); returns phys."""
-    image = k.kexec.kexec_image
-    assert image is not None
-    seg = next(s for s in image.segments if s.mem == image.bootparam_load_addr)
-    entry = next(e for e in setup_data(image_reader(k), seg.mem) if e.type == 10)
-    buf = bytearray(seg.buffer)
-    at = entry.phys - seg.mem + offset
-    buf[at:at + len(data)] = data
-    seg.buffer = bytes(buf)
-    return entry.phys
-
-
 WARN_SIZE = "WARNING: CPU: 0 PID: 0 at mm/early_ioremap.c:124 __early_ioremap+0x0/0x0"
 WARN_PAGES = "WARNING: CPU: 0 PID: 0 at mm/early_ioremap.c:139 __early_ioremap+0x0/0x0"
 
@@ -326,9 +313,9 @@ def test_unmappable_fdt_is_efault(fdt_addr: int | None, fdt_size: int, warn: str
     finalize(k0)
     load(k0)
     if fdt_addr is not None:
-        _patch_kho_setup_data(k0, 16, struct.pack("<Q", fdt_addr))
+        patch_kho_setup_data(k0, 16, struct.pack("<Q", fdt_addr))
     fdt_addr = fdt_addr if fdt_addr is not None else k0.kho.ser.fdt.phys
-    _patch_kho_setup_data(k0, 24, struct.pack("<Q", fdt_size))
+    patch_kho_setup_data(k0, 24, struct.pack("<Q", fdt_size))
     lines = log(m.kexec())
     i = lines.index(f"KHO: setup: failed to memremap FDT (0x{fdt_addr:x})")
     assert lines[i - 4:i] == ["------------[ cut here ]------------", warn,
@@ -356,7 +343,7 @@ def test_unmappable_scratch_array_is_efault(scratch_size: int, warn: str) -> Non
     m, k0 = boot()
     finalize(k0)
     load(k0)
-    _patch_kho_setup_data(k0, 40, struct.pack("<Q", scratch_size))
+    patch_kho_setup_data(k0, 40, struct.pack("<Q", scratch_size))
     k1 = m.kexec()
     lines = log(k1)
     (i,) = [i for i, line in enumerate(lines)
@@ -389,7 +376,7 @@ def test_unmappable_kho_setup_data(length: int, size: int) -> None:
     m, k0 = boot()
     finalize(k0)
     load(k0)
-    phys = _patch_kho_setup_data(k0, 12, struct.pack("<I", length))
+    phys = patch_kho_setup_data(k0, 12, struct.pack("<I", length))
     lines = log(m.kexec())
     assert f"setup: failed to memremap kho data (0x{phys + 16:x}, 0x{size:x})" in lines
     assert not [line for line in lines if "disabling" in line or line == FOUND]
@@ -402,7 +389,7 @@ def test_short_kho_setup_data_is_still_read_whole() -> None:
     m, k0 = boot()
     finalize(k0)
     load(k0)
-    _patch_kho_setup_data(k0, 12, struct.pack("<I", 16))
+    patch_kho_setup_data(k0, 12, struct.pack("<I", 16))
     k1 = m.kexec()
     assert FOUND in log(k1)
     assert "Revived memory reservation 'n1' from KHO" in log(k1)
